@@ -1,0 +1,1 @@
+"""banditd: generated wire-contract stubs live in ``banditd.v1`` (built from ``proto/``)."""

@@ -1,0 +1,1 @@
+"""Cython decision kernels (placeholder; the kernels issue fills this in)."""
