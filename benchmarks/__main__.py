@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 
-STUDIES = ("kernels", "regret")
+STUDIES = ("kernels", "regret", "decision")
 
 
 def main(argv: list[str] | None = None) -> int:

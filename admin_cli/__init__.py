@@ -1,0 +1,1 @@
+"""banditctl: the operator's command line and Python entry points for banditd."""

@@ -1,0 +1,93 @@
+"""Pure, database-free statistics behind ``banditctl``: one concept per module.
+
+* :mod:`.sufficient` — ``SampleStats(n, sum, sum_sq)``, the sufficient statistics.
+* :mod:`.intervals` — Wilson / t / normal intervals, absolute and relative (delta) lift.
+* :mod:`.sequential` — always-valid p-values and intervals (normal-mixture mSPRT).
+* :mod:`.srm` — sample-ratio-mismatch χ² test.
+* :mod:`.trend` — weighted least-squares slope of a daily rate.
+* :mod:`.guardrail_rules` — guardrail checks and the automatic-rollback rule.
+* :mod:`.decision` — the ship / iterate / kill decision engine.
+
+Every result object has ``to_dict()`` returning strict-JSON-serialisable data
+(non-finite floats become ``None``).
+"""
+
+from admin_cli.stats.decision import (
+    ArmSummary,
+    DecisionCriteria,
+    DecisionReport,
+    GuardrailState,
+    PolicyData,
+    PolicyDecision,
+    Recommendation,
+    decide,
+)
+from admin_cli.stats.guardrail_rules import (
+    CheckResult,
+    GuardrailInputs,
+    GuardrailThresholds,
+    PolicyDrop,
+    RewardDropTest,
+    RollbackDecision,
+    Threshold,
+    check_arm_share,
+    check_error_rate,
+    check_p95_latency,
+    check_reward_drop,
+    p95,
+    reward_drops,
+    rollback_decision,
+    run_checks,
+)
+from admin_cli.stats.intervals import (
+    Interval,
+    absolute_lift,
+    mean_interval,
+    relative_lift,
+    wilson_interval,
+)
+from admin_cli.stats.sequential import Look, SequentialResult, msprt, msprt_path
+from admin_cli.stats.srm import SRMResult, srm_test
+from admin_cli.stats.sufficient import SampleStats, pool
+from admin_cli.stats.trend import TrendResult, daily_trend
+
+__all__ = [
+    "ArmSummary",
+    "CheckResult",
+    "DecisionCriteria",
+    "DecisionReport",
+    "GuardrailInputs",
+    "GuardrailState",
+    "GuardrailThresholds",
+    "Interval",
+    "Look",
+    "PolicyData",
+    "PolicyDecision",
+    "PolicyDrop",
+    "Recommendation",
+    "RewardDropTest",
+    "RollbackDecision",
+    "SRMResult",
+    "SampleStats",
+    "SequentialResult",
+    "Threshold",
+    "TrendResult",
+    "absolute_lift",
+    "check_arm_share",
+    "check_error_rate",
+    "check_p95_latency",
+    "check_reward_drop",
+    "daily_trend",
+    "decide",
+    "mean_interval",
+    "msprt",
+    "msprt_path",
+    "p95",
+    "pool",
+    "relative_lift",
+    "reward_drops",
+    "rollback_decision",
+    "run_checks",
+    "srm_test",
+    "wilson_interval",
+]
