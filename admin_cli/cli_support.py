@@ -1,0 +1,156 @@
+"""What every banditctl command shares: the database option, exit codes, output.
+
+Exit codes (also in the README):
+  0 success
+  1 the operation failed at run time (e.g. a rollback that could not be applied)
+  2 bad input (usage, invalid values) — click's own convention
+  3 not found (unknown experiment id)
+  4 not allowed in the experiment's current state
+  5 database unreachable or not migrated
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from contextlib import asynccontextmanager
+from datetime import date, datetime
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+EXIT_FAILED, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_STATE, EXIT_DATABASE = 1, 2, 3, 4, 5
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class CliError(click.ClickException):
+    """An error with a message for the operator and a meaningful exit code."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class Database:
+    """Where banditctl finds PostgreSQL: --database-url, or the embedded data dir."""
+
+    def __init__(self, url: str | None, data_dir: str) -> None:
+        self._url = url
+        self.data_dir = data_dir
+
+    @property
+    def url(self) -> str:
+        from server.database import DatabaseConfigError, resolve_database_url
+
+        try:
+            return resolve_database_url(self._url, self.data_dir)
+        except DatabaseConfigError as exc:
+            raise CliError(str(exc), EXIT_DATABASE) from exc
+
+    @asynccontextmanager
+    async def connection(self, *, check_schema: bool = True):
+        """A connection; fails with exit code 5 when unreachable or not migrated."""
+        import asyncpg
+
+        from server.database import connect
+        from server.migrate import SchemaMismatchError
+        from server.migrate import check_schema as check
+
+        try:
+            conn = await connect(self.url, timeout=10)
+        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            raise CliError(f"cannot reach PostgreSQL ({exc}); check --database-url",
+                           EXIT_DATABASE) from exc
+        try:
+            if check_schema:
+                try:
+                    await check(conn)
+                except SchemaMismatchError as exc:
+                    raise CliError(str(exc), EXIT_DATABASE) from exc
+            yield conn
+        finally:
+            await conn.close()
+
+
+def database_options(func: Callable) -> Callable:
+    """Adds --database-url / --data-dir (env BANDITD_DATABASE_URL / BANDITD_DATA_DIR)."""
+
+    @click.option("--database-url", envvar="BANDITD_DATABASE_URL", default=None,
+                  help="PostgreSQL URL; without it the embedded PostgreSQL under --data-dir.")
+    @click.option("--data-dir", envvar="BANDITD_DATA_DIR", default=".banditd",
+                  show_default=True, help="Data dir of the embedded PostgreSQL.")
+    @functools.wraps(func)
+    def wrapper(*args, database_url: str | None, data_dir: str, **kwargs):
+        return func(*args, db=Database(database_url, data_dir), **kwargs)
+
+    return wrapper
+
+
+def json_option(func: Callable) -> Callable:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(func)
+
+
+def run(coro: Coroutine) -> Any:
+    """Run a command's coroutine, turning known failures into exit codes."""
+    from server.experiment import ExperimentConfigError
+    from server.experiment_store import ExperimentNotFound, InvalidTransition
+
+    try:
+        return asyncio.run(coro)
+    except ExperimentNotFound as exc:
+        raise CliError(str(exc), EXIT_NOT_FOUND) from exc
+    except InvalidTransition as exc:
+        raise CliError(str(exc), EXIT_STATE) from exc
+    except ExperimentConfigError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from exc
+
+
+def to_jsonable(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_jsonable(v) for v in value]
+    if hasattr(value, "to_dict"):
+        return to_jsonable(value.to_dict())
+    return value
+
+
+def print_json(value: Any) -> None:
+    click.echo(json.dumps(to_jsonable(value), indent=2, sort_keys=False))
+
+
+def print_table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    table = Table(title=title, show_lines=False, header_style="bold")
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*("" if v is None else str(v) for v in row))
+    console.print(table)
+
+
+def parse_list(value: str | None, what: str) -> tuple[str, ...]:
+    """'a,b,c' -> ('a', 'b', 'c'); empty items are an error."""
+    if value is None:
+        return ()
+    items = tuple(item.strip() for item in value.split(","))
+    if any(not item for item in items):
+        raise click.BadParameter(f"empty item in {what} list {value!r}")
+    return items
+
+
+def warn(message: str) -> None:
+    err_console.print(f"[yellow]warning:[/yellow] {message}")
+
+
+def is_tty() -> bool:
+    return sys.stdout.isatty() and os.environ.get("TERM") != "dumb"

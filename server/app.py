@@ -1,0 +1,199 @@
+"""The banditd process: wiring, start-up and graceful shutdown.
+
+Start-up: resolve the database (embedded default or URL), check the schema,
+load the signing keys, experiments and their committed statistics, then report
+SERVING on ``grpc.health.v1.Health`` — never before the state is loaded.
+Shutdown (SIGTERM/SIGINT): health goes NOT_SERVING, new calls are refused,
+in-flight calls get ``grace`` seconds, queued rewards are committed, the decision
+buffer is flushed, and the pool is closed. Statistics need no separate final
+checkpoint: every acknowledged reward is already committed with its aggregate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import start_http_server
+
+from banditd.v1 import decision_pb2, decision_pb2_grpc
+from core_ext import Rng
+from server import __version__
+from server.change_feed import ChangeFeed
+from server.database import create_pool, resolve_database_url
+from server.decision_id import DecisionIdCodec
+from server.decision_log import DecisionLog
+from server.default_rewards import DefaultRewardWorker
+from server.demo import ensure_demo
+from server.heartbeat import Heartbeat
+from server.metrics import METRICS
+from server.migrate import check_schema, migrate
+from server.propensity import PropensityRefresher
+from server.registry import Registry
+from server.reward_commit import RewardCommitter
+from server.servicer import DecisionServicer
+
+log = logging.getLogger("banditd.app")
+
+SERVICE_NAME = decision_pb2.DESCRIPTOR.services_by_name["DecisionService"].full_name
+
+
+@dataclass(frozen=True, slots=True)
+class ServeConfig:
+    """Everything ``banditd serve`` can be told (each flag also as BANDITD_<NAME>)."""
+
+    database_url: str | None = None
+    data_dir: str = ".banditd"
+    host: str = "127.0.0.1"
+    port: int = 50051
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = 9095
+    log_dir: str | None = None
+    grace_seconds: float = 10.0
+    migrate: bool = False
+    default_reward_interval: float = 5.0
+    poll_interval: float = 1.0
+    decision_buffer: int = 200_000
+    seed: int | None = None
+    create_demo: bool = False
+
+
+class BanditServer:
+    """One banditd replica."""
+
+    def __init__(self, config: ServeConfig) -> None:
+        self.config = config
+        self.server_id = f"{socket.gethostname()}:{config.port}:{os.getpid()}"
+        self.port: int | None = None
+        self._tasks: list[asyncio.Task] = []
+        self._grpc: grpc.aio.Server | None = None
+        self.pool = None
+        self._health = health.aio.HealthServicer()
+        self._stopped = asyncio.Event()
+        self.registry: Registry | None = None
+        self.decision_log: DecisionLog | None = None
+        self.committer: RewardCommitter | None = None
+        self.feed: ChangeFeed | None = None
+        self.servicer: DecisionServicer | None = None
+        self.heartbeat: Heartbeat | None = None
+
+    async def start(self) -> None:
+        config = self.config
+        embedded = not config.database_url
+        url = resolve_database_url(config.database_url, config.data_dir)
+        self.pool = await create_pool(url, min_size=2, max_size=8)
+        async with self.pool.acquire() as conn:
+            if config.migrate or embedded:
+                await migrate(conn)
+            version = await check_schema(conn)
+            if config.create_demo and await ensure_demo(conn):
+                log.info("created and started the demo experiment")
+            keys = {r["key_id"]: bytes(r["secret"]) for r in await conn.fetch(
+                "SELECT key_id, secret FROM signing_keys")}
+        if not keys:
+            raise RuntimeError("no decision-id signing key in the database: "
+                               "run `banditctl migrate`")
+        registry = Registry(Rng(config.seed))
+        codec = DecisionIdCodec(keys, max(keys), int.from_bytes(os.urandom(4), "big"))
+        self.decision_log = DecisionLog(self.pool, self.server_id, capacity=config.decision_buffer)
+        self.committer = RewardCommitter(self.pool, registry)
+        self.registry = registry
+        self.feed = ChangeFeed(url, self.pool, registry, poll_interval=config.poll_interval)
+        self.servicer = DecisionServicer(registry, codec, self.decision_log, self.committer)
+
+        self._grpc = grpc.aio.server()
+        decision_pb2_grpc.add_DecisionServiceServicer_to_server(self.servicer, self._grpc)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._grpc
+        )
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.port = self._grpc.add_insecure_port(f"{config.host}:{config.port}")
+        if self.port == 0:
+            raise RuntimeError(f"cannot bind {config.host}:{config.port} (in use?)")
+        await self._grpc.start()
+
+        await self.feed.load_all()
+        self._tasks = [
+            asyncio.create_task(self.feed.run(), name="change-feed"),
+            asyncio.create_task(self.decision_log.run(), name="decision-log"),
+            asyncio.create_task(self.committer.run(), name="reward-committer"),
+            asyncio.create_task(
+                DefaultRewardWorker(
+                    self.pool, registry, self.committer, interval=config.default_reward_interval
+                ).run(),
+                name="default-rewards",
+            ),
+            asyncio.create_task(PropensityRefresher(registry).run(), name="propensities"),
+        ]
+        self.heartbeat = Heartbeat(self.pool, self.server_id, f"{config.host}:{self.port}")
+        self._tasks.append(
+            asyncio.create_task(self.heartbeat.run(lambda: len(registry)), name="heartbeat")
+        )
+        if config.metrics_port is not None:
+            start_http_server(config.metrics_port, config.metrics_host, METRICS.registry)
+        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        log.info(
+            "banditd %s serving on %s:%d (schema v%d, %d experiments, server_id %s)",
+            __version__, config.host, self.port, version, len(registry), self.server_id,
+        )
+
+    async def stop(self) -> None:
+        """Drain and stop; safe to call more than once."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        if self.servicer is not None:
+            self.servicer.draining = True
+        if self.heartbeat is not None:
+            with contextlib.suppress(Exception):
+                await self.heartbeat.beat("draining")
+        log.info("draining: health NOT_SERVING, grace %.1fs", self.config.grace_seconds)
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        if self._grpc is not None:
+            await self._grpc.stop(self.config.grace_seconds)
+        if self.committer is not None:
+            await self.committer.drain(self.config.grace_seconds)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.decision_log is not None:
+            if await self.decision_log.flush():
+                log.info("decision log flushed")
+            else:
+                log.error("ERROR decision log NOT flushed: %d decisions lost (see workers.log)",
+                          len(self.decision_log))
+        if self.heartbeat is not None:
+            with contextlib.suppress(Exception):
+                await self.heartbeat.beat("stopped")
+        if self.pool is not None:
+            await self.pool.close()
+        log.info("banditd stopped")
+
+    async def _set_health(self, status) -> None:
+        await self._health.set("", status)
+        await self._health.set(SERVICE_NAME, status)
+
+
+async def serve(config: ServeConfig, *, on_started=None) -> None:
+    """Run until SIGTERM/SIGINT, then shut down gracefully."""
+    server = BanditServer(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await server.start()
+        if on_started is not None:
+            await on_started(server)
+        await stop.wait()
+    finally:
+        await server.stop()

@@ -1,0 +1,53 @@
+"""Deterministic assignment: hash(salt, user) -> in traffic or not -> policy.
+
+One 64-bit XXH64 hash ``h`` of ``utf8(salt) | 0x1F | utf8(user_id)`` (the kernels'
+``core_ext.hash64``) gives two buckets in [0, 10000):
+
+- ``traffic_bucket = h mod 10000`` (the same value ``core_ext.assignment_bucket``
+  returns): the user is inside the experiment iff ``traffic_bucket < traffic_pct * 10000``;
+- ``policy_bucket = (h div 10000) mod 10000``: the policy is the first whose
+  cumulative split share exceeds ``policy_bucket / 10000``.
+
+Using different digits of one hash keeps the two choices independent, so changing
+``traffic_pct`` only adds or removes users and never moves a user from one policy
+to another. No lookup and no state: the same user gets the same policy on every
+replica and after every restart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from core_ext import BUCKETS, hash64
+
+SEPARATOR = b"\x1f"
+
+
+def user_hash(salt: bytes, user_id: str) -> int:
+    return hash64(salt + SEPARATOR + user_id.encode("utf-8"))
+
+
+def traffic_threshold(traffic_pct: float) -> int:
+    """Buckets below this are inside the experiment."""
+    return round(traffic_pct * BUCKETS)
+
+
+def policy_table(split: Sequence[float]) -> tuple[int, ...]:
+    """For each policy bucket, the index of the policy that owns it.
+
+    Policy i owns the buckets in [round(c_{i-1} B), round(c_i B)), where c_i is the
+    cumulative split; rounding the cumulative sums (not each share) makes the
+    shares add up to exactly B buckets.
+    """
+    table: list[int] = []
+    cumulative = 0.0
+    for index, share in enumerate(split):
+        cumulative += share
+        upper = BUCKETS if index == len(split) - 1 else round(cumulative * BUCKETS)
+        table.extend([index] * (upper - len(table)))
+    return tuple(table)
+
+
+def buckets(h: int) -> tuple[int, int]:
+    """(traffic_bucket, policy_bucket) of a user hash."""
+    return h % BUCKETS, (h // BUCKETS) % BUCKETS

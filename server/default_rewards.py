@@ -1,0 +1,95 @@
+"""Default rewards: when a decision's reward window closes without a reward.
+
+Every ``interval`` seconds the worker finds logged learning decisions (served by
+a policy under test) whose window has closed and that have no reward, and
+submits the experiment's default reward for each through the same group
+committer as client rewards — so it is applied exactly once, even with several
+replicas running the worker, and a client reward racing it loses cleanly (the
+client gets FAILED_PRECONDITION). Each applied default is logged to
+``workers.log`` as ``Reward <decision_id> computed ...``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from server.registry import POLICY_BY_CODE, POLICY_CODES, Registry
+from server.reward_commit import PendingReward, RewardCommitter, RewardOutcome
+
+log = logging.getLogger("banditd.workers")
+
+_DUE = """
+SELECT d.decision_id, d.experiment_key, d.policy, d.arm, d.served_by, d.decided_at
+FROM decisions d
+JOIN experiments e ON e.key = d.experiment_key AND e.deleted_at IS NULL
+WHERE d.served_by IN ('POLICY', 'CONTROL')
+  AND d.decided_at < now() - make_interval(secs => e.reward_window_seconds)
+  AND NOT EXISTS (SELECT 1 FROM rewards r WHERE r.decision_id = d.decision_id)
+ORDER BY d.decided_at
+LIMIT $1
+"""
+_SERVED_BY_CODES = {"POLICY": 1, "CONTROL": 2}
+
+
+class DefaultRewardWorker:
+    """Applies the default reward to decisions whose window closed unrewarded."""
+
+    def __init__(
+        self, pool, registry: Registry, committer: RewardCommitter, *, interval: float = 5.0,
+        batch: int = 5_000,
+    ) -> None:
+        self._pool = pool
+        self._registry = registry
+        self._committer = committer
+        self.interval = interval
+        self.batch = batch
+
+    async def run(self) -> None:
+        while True:
+            try:
+                while await self.run_once() == self.batch:
+                    pass
+            except Exception as exc:  # keep the worker alive; the next round retries
+                log.error("ERROR default-reward round failed: %s", exc)
+            await asyncio.sleep(self.interval)
+
+    async def run_once(self) -> int:
+        """One round; returns how many due decisions it found."""
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(_DUE, self.batch)
+        pending = []
+        for row in rows:
+            runtime = self._registry.by_key(row["experiment_key"])
+            if runtime is None or row["arm"] not in runtime.arm_index:
+                continue
+            spec = runtime.experiment.spec
+            pending.append(
+                PendingReward(
+                    decision_id=row["decision_id"],
+                    experiment_key=runtime.key,
+                    policy_code=POLICY_CODES[row["policy"]],
+                    served_by=_SERVED_BY_CODES[row["served_by"]],
+                    arm_index=runtime.arm_index[row["arm"]],
+                    arm=row["arm"],
+                    value=spec.default_reward,
+                    normalised=spec.normalise_reward(spec.default_reward),
+                    source="default",
+                    decided_at=row["decided_at"],
+                    event_time=None,
+                )
+            )
+        outcomes = await asyncio.gather(
+            *(self._committer.submit(p) for p in pending), return_exceptions=True
+        )
+        for reward, outcome in zip(pending, outcomes, strict=True):
+            if outcome is RewardOutcome.APPLIED:
+                log.info(
+                    "Reward %s computed: default value=%g experiment_key=%d policy=%s arm=%s "
+                    "(window closed)",
+                    reward.decision_id, reward.value, reward.experiment_key,
+                    POLICY_BY_CODE[reward.policy_code], reward.arm,
+                )
+            elif isinstance(outcome, Exception):
+                raise outcome
+        return len(rows)

@@ -1,0 +1,285 @@
+"""Experiments in PostgreSQL: create, read, and life-cycle changes with an audit trail.
+
+Every change is one transaction that updates the row, appends to
+``experiment_events`` (who, when, old -> new, why) and sends
+``NOTIFY banditd_experiments, '<id>'``; PostgreSQL delivers the notification at
+commit, and every running server reloads that experiment within a second (the
+servers also poll, in case a notification is missed).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import getpass
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+
+from server.experiment import Experiment, ExperimentSpec, Status, utcnow
+
+CHANNEL = "banditd_experiments"
+
+_COLUMNS = """key, id, name, arms, policies, policy_split, traffic_pct, default_policy,
+    policy_params, reward_min, reward_max, reward_window_seconds, default_reward, guardrails,
+    decision_criteria, status, duration_days, start_at, end_at, salt, notes, status_reason,
+    updated_at"""
+
+
+class ExperimentNotFound(LookupError):
+    """No experiment with that id (or it was deleted)."""
+
+    def __init__(self, experiment_id: str) -> None:
+        super().__init__(
+            f"experiment {experiment_id!r} not found; `banditctl experiment list` shows the ids"
+        )
+        self.experiment_id = experiment_id
+
+
+class InvalidTransition(ValueError):
+    """The requested life-cycle change is not allowed from the current status."""
+
+
+def current_actor() -> str:
+    """Who is making a change: $BANDITD_ACTOR, else the OS user."""
+    import os
+
+    return os.environ.get("BANDITD_ACTOR") or getpass.getuser()
+
+
+def experiment_from_row(row: asyncpg.Record) -> Experiment:
+    spec = ExperimentSpec(
+        id=row["id"],
+        name=row["name"],
+        arms=tuple(row["arms"]),
+        policies=tuple(row["policies"]),
+        policy_split=tuple(row["policy_split"]),
+        traffic_pct=row["traffic_pct"],
+        default_policy=row["default_policy"],
+        policy_params=row["policy_params"],
+        reward_min=row["reward_min"],
+        reward_max=row["reward_max"],
+        reward_window_seconds=row["reward_window_seconds"],
+        default_reward=row["default_reward"],
+        guardrails=row["guardrails"],
+        decision_criteria=row["decision_criteria"],
+        duration_days=row["duration_days"],
+        salt=row["salt"],
+        notes=row["notes"],
+    )
+    return Experiment(
+        key=row["key"],
+        spec=spec,
+        status=row["status"],
+        start_at=row["start_at"],
+        end_at=row["end_at"],
+        updated_at=row["updated_at"],
+        status_reason=row["status_reason"],
+    )
+
+
+async def record_event(
+    conn: asyncpg.Connection,
+    experiment_id: str,
+    action: str,
+    *,
+    actor: str,
+    old: Any = None,
+    new: Any = None,
+    reason: str | None = None,
+) -> None:
+    await conn.execute(
+        """INSERT INTO experiment_events
+               (experiment_id, actor, action, old_value, new_value, reason)
+           VALUES ($1, $2, $3, $4, $5, $6)""",
+        experiment_id, actor, action, old, new, reason,
+    )
+
+
+async def notify_change(conn: asyncpg.Connection, experiment_id: str) -> None:
+    await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, experiment_id)
+
+
+async def create_experiment(
+    conn: asyncpg.Connection, spec: ExperimentSpec, *, actor: str | None = None
+) -> Experiment:
+    """Insert a draft experiment; raises ``ValueError`` if the id is taken."""
+    actor = actor or current_actor()
+    spec.validate_operations()
+    async with conn.transaction():
+        try:
+            row = await conn.fetchrow(
+                f"""INSERT INTO experiments (id, name, arms, policies, policy_split, traffic_pct,
+                        default_policy, policy_params, reward_min, reward_max,
+                        reward_window_seconds, default_reward, guardrails, decision_criteria,
+                        duration_days, salt, notes)
+                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
+                            $16, $17)
+                    RETURNING {_COLUMNS}""",
+                spec.id, spec.name, list(spec.arms), list(spec.policies),
+                list(spec.policy_split), spec.traffic_pct, spec.default_policy,
+                spec.policy_params, spec.reward_min, spec.reward_max,
+                spec.reward_window_seconds, spec.default_reward, spec.guardrails,
+                spec.decision_criteria, spec.duration_days, spec.salt, spec.notes,
+            )
+        except asyncpg.UniqueViolationError as exc:
+            raise ValueError(f"experiment id {spec.id!r} already exists") from exc
+        await record_event(conn, spec.id, "create", actor=actor, new={"status": "draft"})
+        await notify_change(conn, spec.id)
+    return experiment_from_row(row)
+
+
+async def get_experiment(conn: asyncpg.Connection, experiment_id: str) -> Experiment:
+    row = await conn.fetchrow(
+        f"SELECT {_COLUMNS} FROM experiments WHERE id = $1 AND deleted_at IS NULL", experiment_id
+    )
+    if row is None:
+        raise ExperimentNotFound(experiment_id)
+    return experiment_from_row(row)
+
+
+async def list_experiments(conn: asyncpg.Connection) -> list[Experiment]:
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM experiments WHERE deleted_at IS NULL ORDER BY created_at, id"
+    )
+    return [experiment_from_row(r) for r in rows]
+
+
+async def load_changed_since(conn: asyncpg.Connection, since) -> tuple[list[Experiment], list[str]]:
+    """Experiments changed after ``since`` (all when None): (live ones, deleted ids)."""
+    rows = await conn.fetch(
+        f"""SELECT {_COLUMNS}, deleted_at IS NOT NULL AS deleted FROM experiments
+            WHERE $1::timestamptz IS NULL OR updated_at > $1""",
+        since,
+    )
+    live = [experiment_from_row(r) for r in rows if not r["deleted"]]
+    deleted = [r["id"] for r in rows if r["deleted"]]
+    return live, deleted
+
+
+async def events(conn: asyncpg.Connection, experiment_id: str) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        """SELECT at, actor, action, old_value, new_value, reason FROM experiment_events
+           WHERE experiment_id = $1 ORDER BY at, id""",
+        experiment_id,
+    )
+
+
+_TRANSITIONS: dict[str, tuple[tuple[Status, ...], Status]] = {
+    "start": (("draft",), "running"),
+    "stop": (("running",), "stopped"),
+    "rollback": (("running", "stopped", "draft"), "rolled_back"),
+    "complete": (("running",), "completed"),
+}
+
+
+async def change_status(
+    conn: asyncpg.Connection,
+    experiment_id: str,
+    action: str,
+    *,
+    actor: str | None = None,
+    reason: str | None = None,
+) -> Experiment:
+    """Apply a life-cycle ``action`` (start, stop, rollback, complete) atomically.
+
+    ``start`` sets ``start_at`` = now and ``end_at`` = now + duration; ``stop``,
+    ``rollback`` and ``complete`` set ``end_at`` = now. Servers move the
+    experiment's users to control as soon as the notification arrives.
+    """
+    allowed_from, target = _TRANSITIONS[action]
+    actor = actor or current_actor()
+    async with conn.transaction():
+        row = await conn.fetchrow(
+            f"SELECT {_COLUMNS} FROM experiments WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
+            experiment_id,
+        )
+        if row is None:
+            raise ExperimentNotFound(experiment_id)
+        experiment = experiment_from_row(row)
+        if experiment.status not in allowed_from:
+            raise InvalidTransition(
+                f"cannot {action} experiment {experiment_id!r}: it is {experiment.status} "
+                f"(allowed from: {', '.join(allowed_from)})"
+            )
+        now = utcnow()
+        if action == "start":
+            start_at = now
+            days = experiment.spec.duration_days
+            end_at = now + timedelta(days=days) if days else None
+        else:
+            start_at, end_at = experiment.start_at, now
+        row = await conn.fetchrow(
+            f"""UPDATE experiments SET status = $2, start_at = $3, end_at = $4,
+                    status_reason = $5, status_changed_by = $6, updated_at = clock_timestamp()
+                WHERE id = $1 RETURNING {_COLUMNS}""",
+            experiment_id, target, start_at, end_at, reason, actor,
+        )
+        await record_event(
+            conn, experiment_id, action, actor=actor,
+            old={"status": experiment.status}, new={"status": target}, reason=reason,
+        )
+        await notify_change(conn, experiment_id)
+    return experiment_from_row(row)
+
+
+async def update_settings(
+    conn: asyncpg.Connection,
+    experiment_id: str,
+    *,
+    traffic_pct: float | None = None,
+    guardrails: dict[str, Any] | None = None,
+    decision_criteria: dict[str, Any] | None = None,
+    actor: str | None = None,
+    reason: str | None = None,
+) -> Experiment:
+    """Change a live experiment's traffic share, guardrail thresholds or decision criteria.
+
+    ``guardrails`` and ``decision_criteria`` are merged into the current JSON. The new
+    configuration is validated as a whole before anything is written; the audit trail
+    keeps old -> new for every changed setting.
+    """
+    actor = actor or current_actor()
+    async with conn.transaction():
+        row = await conn.fetchrow(
+            f"SELECT {_COLUMNS} FROM experiments WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
+            experiment_id,
+        )
+        if row is None:
+            raise ExperimentNotFound(experiment_id)
+        current = experiment_from_row(row).spec
+        changes: dict[str, tuple[Any, Any]] = {}
+        if traffic_pct is not None and traffic_pct != current.traffic_pct:
+            changes["traffic_pct"] = (current.traffic_pct, traffic_pct)
+        for name, update in (("guardrails", guardrails), ("decision_criteria", decision_criteria)):
+            if update:
+                old = getattr(current, name)
+                merged = _merge(old, update)
+                if merged != old:
+                    changes[name] = (old, merged)
+        if not changes:
+            return experiment_from_row(row)
+        spec = dataclasses.replace(current, **{k: new for k, (_, new) in changes.items()})
+        spec.validate_operations()
+        row = await conn.fetchrow(
+            f"""UPDATE experiments SET traffic_pct = $2, guardrails = $3, decision_criteria = $4,
+                    updated_at = clock_timestamp()
+                WHERE id = $1 RETURNING {_COLUMNS}""",
+            experiment_id, spec.traffic_pct, spec.guardrails, spec.decision_criteria,
+        )
+        for name, (old, new) in changes.items():
+            await record_event(conn, experiment_id, f"set {name}", actor=actor,
+                               old={name: old}, new={name: new}, reason=reason)
+        await notify_change(conn, experiment_id)
+    return experiment_from_row(row)
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Recursive dict merge: ``update`` wins, nested objects merge."""
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged

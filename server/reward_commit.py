@@ -1,0 +1,234 @@
+"""Durable, exactly-once rewards with group commit.
+
+``submit`` queues a reward and waits for its outcome. Committer tasks (one
+connection each) take *everything* queued at that moment and commit it in one
+transaction — natural group commit: under load a batch grows to whatever
+arrived during the previous commit, so one fsync is shared by many calls, and at
+low load a reward waits for exactly one commit. Each transaction
+
+1. inserts the reward rows with ``ON CONFLICT (decision_id) DO NOTHING
+   RETURNING decision_id`` — the unique key makes a retry, or the same reward sent
+   to another replica, a no-op that is detected at commit;
+2. adds the applied rewards of learning decisions (served by a policy under test)
+   into ``arm_stats``, in a fixed key order so concurrent committers never
+   deadlock;
+3. commits. Only then are the futures resolved and the in-memory statistics
+   updated, so memory never holds a reward the database does not.
+
+If anything fails the transaction rolls back, every caller in the batch gets
+``RewardStoreUnavailable`` (the RPC answers UNAVAILABLE) and nothing was counted:
+the client retries and loses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from server.metrics import METRICS
+from server.registry import LEARNING_SERVED_BY, POLICY_BY_CODE, SERVED_BY_NAMES, Registry
+
+app_log = logging.getLogger("banditd.app")
+api_log = logging.getLogger("banditd.api")
+
+# One "Policy ... updated" line per (experiment, policy) at most this often.
+_POLICY_LOG_INTERVAL_S = 10.0
+
+
+class RewardOutcome(enum.Enum):
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"
+    # A default reward was applied when the wait window closed; the late one is refused.
+    WINDOW_CLOSED = "window_closed"
+
+
+class RewardStoreUnavailable(RuntimeError):
+    """The reward could not be committed; nothing was acknowledged or counted."""
+
+
+@dataclass(slots=True)
+class PendingReward:
+    decision_id: str
+    experiment_key: int
+    policy_code: int
+    served_by: int
+    arm_index: int
+    arm: str
+    value: float
+    normalised: float
+    source: str  # 'client' or 'default'
+    decided_at: datetime
+    event_time: datetime | None
+    future: asyncio.Future = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class RewardCommitter:
+    """Group-commits rewards and applies them to the in-memory statistics."""
+
+    def __init__(self, pool, registry: Registry, *, committers: int = 2) -> None:
+        self._pool = pool
+        self._registry = registry
+        self._queue: list[PendingReward] = []
+        self._ready = asyncio.Event()
+        self._committers = committers
+        self._last_policy_log: dict[tuple[int, int], float] = {}
+
+    async def submit(self, reward: PendingReward) -> RewardOutcome:
+        self._queue.append(reward)
+        self._ready.set()
+        return await reward.future
+
+    async def run(self) -> None:
+        """Run the committer tasks until cancelled."""
+        async with asyncio.TaskGroup() as group:
+            for _ in range(self._committers):
+                group.create_task(self._commit_loop())
+
+    async def drain(self, timeout: float) -> None:
+        """Wait until every queued reward has an outcome (for shutdown)."""
+        deadline = time.monotonic() + timeout
+        while self._queue and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+
+    async def _commit_loop(self) -> None:
+        while True:
+            while not self._queue:
+                self._ready.clear()
+                await self._ready.wait()
+            batch, self._queue = self._queue, []
+            try:
+                await self._commit(batch)
+            except asyncio.CancelledError:
+                _fail(batch, RewardStoreUnavailable("server is shutting down; retry"))
+                raise
+
+    async def _commit(self, batch: list[PendingReward]) -> None:
+        by_id: dict[str, list[PendingReward]] = defaultdict(list)
+        for reward in batch:
+            by_id[reward.decision_id].append(reward)
+        firsts = sorted((group[0] for group in by_id.values()), key=lambda r: r.decision_id)
+        started = time.perf_counter()
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                applied_ids = {
+                    row[0]
+                    for row in await conn.fetch(
+                        """INSERT INTO rewards (decision_id, experiment_key, policy, arm,
+                               served_by, value, source, decided_at, event_time)
+                           SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[],
+                               $5::text[], $6::float8[], $7::text[], $8::timestamptz[],
+                               $9::timestamptz[])
+                           ON CONFLICT (decision_id) DO NOTHING
+                           RETURNING decision_id""",
+                        *_columns(firsts),
+                    )
+                }
+                applied = [r for r in firsts if r.decision_id in applied_ids]
+                await _add_to_arm_stats(conn, applied)
+                conflicts = [r.decision_id for r in firsts if r.decision_id not in applied_ids]
+                existing = (
+                    dict(
+                        await conn.fetch(
+                            "SELECT decision_id, source FROM rewards WHERE decision_id = ANY($1)",
+                            conflicts,
+                        )
+                    )
+                    if conflicts
+                    else {}
+                )
+        except Exception as exc:
+            api_log.error("ERROR reward commit failed for %d rewards: %s", len(batch), exc)
+            _fail(batch, RewardStoreUnavailable(f"reward store unavailable ({exc}); retry"))
+            return
+        METRICS.commit_seconds.observe(time.perf_counter() - started)
+        METRICS.commit_batch.observe(len(batch))
+        self._apply_in_memory(applied)
+        for decision_id, group in by_id.items():
+            first = group[0]
+            if decision_id in applied_ids:
+                outcome = RewardOutcome.APPLIED
+            elif existing.get(decision_id) == "default" and first.source == "client":
+                outcome = RewardOutcome.WINDOW_CLOSED
+            else:
+                outcome = RewardOutcome.DUPLICATE
+            for i, reward in enumerate(group):
+                result = outcome if i == 0 or outcome is not RewardOutcome.APPLIED else (
+                    RewardOutcome.DUPLICATE
+                )
+                METRICS.rewards.labels(result.value, reward.source).inc()
+                if not reward.future.done():
+                    reward.future.set_result(result)
+
+    def _apply_in_memory(self, applied: list[PendingReward]) -> None:
+        now = time.monotonic()
+        for reward in applied:
+            if reward.served_by not in LEARNING_SERVED_BY:
+                continue
+            runtime = self._registry.by_key(reward.experiment_key)
+            policy = runtime.policy_by_code.get(reward.policy_code) if runtime else None
+            if policy is None:
+                continue
+            policy.kernel.update(reward.arm_index, reward.normalised)
+            log_key = (reward.experiment_key, reward.policy_code)
+            if now - self._last_policy_log.get(log_key, 0.0) >= _POLICY_LOG_INTERVAL_S:
+                self._last_policy_log[log_key] = now
+                app_log.info(
+                    "Policy %s updated experiment=%s arm=%s pulls=%.0f mean=%.4f",
+                    policy.name, runtime.experiment.id, reward.arm,
+                    policy.pulls[reward.arm_index],
+                    policy.reward_sum[reward.arm_index] / policy.pulls[reward.arm_index],
+                )
+
+
+def _fail(batch: list[PendingReward], exc: Exception) -> None:
+    for reward in batch:
+        if not reward.future.done():
+            reward.future.set_exception(exc)
+
+
+def _columns(rewards: list[PendingReward]) -> tuple[list, ...]:
+    return (
+        [r.decision_id for r in rewards],
+        [r.experiment_key for r in rewards],
+        [POLICY_BY_CODE[r.policy_code] for r in rewards],
+        [r.arm for r in rewards],
+        [SERVED_BY_NAMES[r.served_by] for r in rewards],
+        [r.value for r in rewards],
+        [r.source for r in rewards],
+        [r.decided_at for r in rewards],
+        [r.event_time for r in rewards],
+    )
+
+
+async def _add_to_arm_stats(conn, applied: list[PendingReward]) -> None:
+    """Add applied learning rewards to ``arm_stats`` (normalised to [0, 1])."""
+    totals: dict[tuple[int, str, str], list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
+    for r in applied:
+        if r.served_by in LEARNING_SERVED_BY:
+            t = totals[(r.experiment_key, POLICY_BY_CODE[r.policy_code], r.arm)]
+            t[0] += 1.0
+            t[1] += r.normalised
+            t[2] += r.normalised * r.normalised
+    if not totals:
+        return
+    keys = sorted(totals)  # one lock order for every committer: no deadlocks
+    await conn.execute(
+        """INSERT INTO arm_stats AS s (experiment_key, policy, arm, pulls, reward_sum,
+               reward_sum_sq)
+           SELECT * FROM unnest($1::int[], $2::text[], $3::text[], $4::float8[], $5::float8[],
+               $6::float8[])
+           ON CONFLICT (experiment_key, policy, arm) DO UPDATE SET
+               pulls = s.pulls + EXCLUDED.pulls,
+               reward_sum = s.reward_sum + EXCLUDED.reward_sum,
+               reward_sum_sq = s.reward_sum_sq + EXCLUDED.reward_sum_sq,
+               updated_at = now()""",
+        [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys],
+        [totals[k][0] for k in keys], [totals[k][1] for k in keys], [totals[k][2] for k in keys],
+    )

@@ -1,0 +1,293 @@
+"""The DecisionService handlers: validate, decide in memory, log, answer.
+
+``Select`` never awaits: validation, assignment, the Cython kernel call, the
+signed decision id and the append to the decision buffer all run synchronously
+on the event loop. ``Reward`` awaits only its group commit. Every failure is a
+gRPC status with a message a caller can act on, and changes no state.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import time
+from datetime import UTC, datetime
+
+import grpc
+import numpy as np
+
+from banditd.v1 import decision_pb2, decision_pb2_grpc
+from server.decision_id import DecisionIdCodec, InvalidDecisionId
+from server.decision_log import DecisionLog
+from server.metrics import METRICS
+from server.registry import SERVED_BY_NAMES, ExperimentRuntime, Registry
+from server.reward_commit import (
+    PendingReward,
+    RewardCommitter,
+    RewardOutcome,
+    RewardStoreUnavailable,
+)
+from server.validation import (
+    MAX_BATCH,
+    MAX_CANDIDATES,
+    MAX_EXPERIMENT_ID,
+    MAX_USER_ID,
+    InvalidInput,
+    check_context,
+    check_id,
+    check_reward_value,
+)
+
+api_log = logging.getLogger("banditd.api")
+
+_CODE_NAMES = {code: code.name for code in grpc.StatusCode}
+
+
+class RpcFailure(Exception):
+    """A handled failure: the status code and message to send."""
+
+    def __init__(self, code: grpc.StatusCode, message: str, experiment_key: int | None = None):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.experiment_key = experiment_key
+
+
+class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
+    """Select / SelectBatch / Reward over the in-memory registry."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        codec: DecisionIdCodec,
+        decision_log: DecisionLog,
+        committer: RewardCommitter,
+    ) -> None:
+        self._registry = registry
+        self._codec = codec
+        self._log = decision_log
+        self._committer = committer
+        self._counter = itertools.count(int.from_bytes(os.urandom(4), "big"))
+        self._latency_children: dict[tuple[str, grpc.StatusCode], object] = {}
+        self._decision_children: dict[tuple, object] = {}
+        self.draining = False
+
+    # -- Select -----------------------------------------------------------------------
+
+    async def Select(self, request, context) -> decision_pb2.SelectResponse:
+        started = time.perf_counter()
+        try:
+            response = self._select(request, started)
+        except RpcFailure as failure:
+            await self._fail(context, "Select", failure, started)
+        self._observe("Select", grpc.StatusCode.OK, started)
+        return response
+
+    async def SelectBatch(self, request, context) -> decision_pb2.SelectBatchResponse:
+        started = time.perf_counter()
+        requests = request.requests
+        try:
+            if len(requests) > MAX_BATCH:
+                raise RpcFailure(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"a batch holds at most {MAX_BATCH} requests, got {len(requests)}; split it",
+                )
+            if not self._log.has_room(len(requests)):
+                raise _buffer_full()
+            responses = []
+            for i, item in enumerate(requests):
+                try:
+                    responses.append(self._select(item, started))
+                except RpcFailure as failure:
+                    failure.message = f"requests[{i}]: {failure.message}"
+                    raise
+        except RpcFailure as failure:
+            await self._fail(context, "SelectBatch", failure, started)
+        self._observe("SelectBatch", grpc.StatusCode.OK, started)
+        return decision_pb2.SelectBatchResponse(responses=responses)
+
+    def _select(self, request, started: float) -> decision_pb2.SelectResponse:
+        if self.draining:
+            raise RpcFailure(grpc.StatusCode.UNAVAILABLE, "server is draining; retry elsewhere")
+        runtime = self._runtime(request.experiment_id)
+        key = runtime.key
+        user_id = request.user_id
+        try:
+            check_id(user_id, "user_id", MAX_USER_ID)
+            candidates = _candidate_indices(runtime, request.candidate_arms)
+            context = check_context(request.context)
+        except InvalidInput as exc:
+            raise RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, str(exc), key) from None
+        if not self._log.has_room():
+            raise _buffer_full(key)
+        now = time.time()
+        policy, served_by = runtime.assign(user_id, now)
+        try:
+            arm_index, propensity = policy.kernel.select(candidates)
+        except ValueError as exc:
+            raise RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, str(exc), key) from None
+        now_ms = int(now * 1000)
+        decision_id = self._codec.encode(
+            key, policy.code, served_by, arm_index, now_ms, next(self._counter)
+        )
+        arm = runtime.arms[arm_index]
+        served_by_name = SERVED_BY_NAMES[served_by]
+        latency_us = int((time.perf_counter() - started) * 1e6)
+        self._log.append(
+            (decision_id, key, user_id, policy.name, arm, propensity, served_by_name, now,
+             latency_us, context)
+        )
+        self._log.count_call(key, "Select", "OK")
+        self._count_decision(runtime, policy.name, arm, served_by_name)
+        return decision_pb2.SelectResponse(
+            decision_id=decision_id,
+            arm=arm,
+            policy=policy.name,
+            propensity=propensity,
+            served_by=served_by,
+        )
+
+    def _runtime(self, experiment_id: str) -> ExperimentRuntime:
+        try:
+            check_id(experiment_id, "experiment_id", MAX_EXPERIMENT_ID)
+        except InvalidInput as exc:
+            raise RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
+        runtime = self._registry.get(experiment_id)
+        if runtime is None:
+            raise RpcFailure(
+                grpc.StatusCode.NOT_FOUND,
+                f"experiment {experiment_id!r} not found; `banditctl experiment list` shows ids",
+            )
+        return runtime
+
+    # -- Reward -----------------------------------------------------------------------
+
+    async def Reward(self, request, context) -> decision_pb2.RewardResponse:
+        started = time.perf_counter()
+        try:
+            pending = self._pending_reward(request)
+            try:
+                outcome = await self._committer.submit(pending)
+            except RewardStoreUnavailable as exc:
+                raise RpcFailure(
+                    grpc.StatusCode.UNAVAILABLE, str(exc), pending.experiment_key
+                ) from None
+            if outcome is RewardOutcome.WINDOW_CLOSED:
+                raise RpcFailure(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    "the reward window of this decision closed and the default reward was "
+                    "applied; late rewards are not counted",
+                    pending.experiment_key,
+                )
+        except RpcFailure as failure:
+            await self._fail(context, "Reward", failure, started)
+        self._log.count_call(pending.experiment_key, "Reward", "OK")
+        self._observe("Reward", grpc.StatusCode.OK, started)
+        status = (
+            decision_pb2.APPLIED if outcome is RewardOutcome.APPLIED else decision_pb2.DUPLICATE
+        )
+        return decision_pb2.RewardResponse(status=status)
+
+    def _pending_reward(self, request) -> PendingReward:
+        if self.draining:
+            raise RpcFailure(grpc.StatusCode.UNAVAILABLE, "server is draining; retry elsewhere")
+        decision_id = request.decision_id
+        if not decision_id:
+            raise RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, "decision_id is required")
+        try:
+            ref = self._codec.decode(decision_id)
+        except InvalidDecisionId as exc:
+            raise RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
+        runtime = self._registry.by_key(ref.experiment_key)
+        if runtime is None:
+            raise RpcFailure(
+                grpc.StatusCode.NOT_FOUND,
+                "this decision's experiment no longer exists (deleted); the reward is dropped",
+            )
+        key = runtime.key
+        spec = runtime.experiment.spec
+        if ref.arm_index >= len(runtime.arms):
+            raise RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, "decision_id names no arm", key)
+        try:
+            check_reward_value(request.value, spec.reward_min, spec.reward_max)
+        except InvalidInput as exc:
+            raise RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, str(exc), key) from None
+        closes_ms = ref.decided_at_ms + spec.reward_window_seconds * 1000.0
+        if time.time() * 1000.0 > closes_ms:
+            closed = datetime.fromtimestamp(closes_ms / 1000.0, UTC).isoformat(timespec="seconds")
+            raise RpcFailure(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"the reward window of this decision closed at {closed} "
+                f"({spec.reward_window_seconds:g} s after the decision); the experiment's "
+                "default reward applies",
+                key,
+            )
+        event_time = (
+            request.event_time.ToDatetime(tzinfo=UTC) if request.HasField("event_time") else None
+        )
+        return PendingReward(
+            decision_id=decision_id,
+            experiment_key=key,
+            policy_code=ref.policy_index,
+            served_by=ref.served_by,
+            arm_index=ref.arm_index,
+            arm=runtime.arms[ref.arm_index],
+            value=request.value,
+            normalised=spec.normalise_reward(request.value),
+            source="client",
+            decided_at=datetime.fromtimestamp(ref.decided_at_ms / 1000.0, UTC),
+            event_time=event_time,
+        )
+
+    # -- bookkeeping ------------------------------------------------------------------
+
+    async def _fail(self, context, method: str, failure: RpcFailure, started: float):
+        if failure.experiment_key is not None:
+            self._log.count_call(failure.experiment_key, method, failure.code.name)
+        self._observe(method, failure.code, started)
+        api_log.error("ERROR %s %s: %s", method, failure.code.name, failure.message)
+        await context.abort(failure.code, failure.message)
+
+    def _observe(self, method: str, code: grpc.StatusCode, started: float) -> None:
+        child = self._latency_children.get((method, code))
+        if child is None:
+            child = METRICS.rpc_seconds.labels(method, _CODE_NAMES[code])
+            self._latency_children[(method, code)] = child
+        child.observe(time.perf_counter() - started)
+
+    def _count_decision(self, runtime, policy: str, arm: str, served_by: str) -> None:
+        label_key = (runtime.key, policy, arm, served_by)
+        child = self._decision_children.get(label_key)
+        if child is None:
+            child = METRICS.decisions.labels(runtime.experiment.id, policy, arm, served_by)
+            self._decision_children[label_key] = child
+        child.inc()
+
+
+def _buffer_full(key: int | None = None) -> RpcFailure:
+    return RpcFailure(
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "decision buffer is full (PostgreSQL is not keeping up or unreachable); back off and retry",
+        key,
+    )
+
+
+def _candidate_indices(runtime: ExperimentRuntime, candidate_arms) -> np.ndarray | None:
+    """Indices of the requested candidate arms, or None for all arms."""
+    n = len(candidate_arms)
+    if n == 0:
+        return None
+    if n > MAX_CANDIDATES:
+        raise InvalidInput(f"at most {MAX_CANDIDATES} candidate_arms, got {n}")
+    index = runtime.arm_index
+    try:
+        indices = np.fromiter((index[a] for a in candidate_arms), dtype=np.intp, count=n)
+    except KeyError as exc:
+        raise InvalidInput(
+            f"candidate arm {exc.args[0]!r} is not an arm of experiment "
+            f"{runtime.experiment.id!r}"
+        ) from None
+    if len(set(candidate_arms)) != n:
+        raise InvalidInput("candidate_arms contains duplicates")
+    return indices

@@ -1,0 +1,98 @@
+"""banditctl experiment create/list/show/start/stop and launch, with their exit codes."""
+
+import json
+
+import pytest
+
+from admin_cli.cli_support import EXIT_NOT_FOUND, EXIT_STATE, EXIT_USAGE
+
+
+def test_migrate_is_idempotent(banditctl):
+    result = banditctl("migrate", "--json")
+    assert result.exit_code == 0
+    assert json.loads(result.output)["applied"] == []
+
+
+def test_create_start_stop_show_round_trip(banditctl):
+    created = banditctl("experiment", "create", "exp-1", "--name", "Movies", "--arms", "a,b,c",
+                        "--policies", "thompson,control", "--split", "0.7,0.3", "--traffic",
+                        "0.8", "--param", "thompson.alpha0=2", "--duration", "14", "--json")
+    assert created.exit_code == 0, created.output
+    config = json.loads(created.output)
+    assert (config["status"], config["arms"], config["policy_split"]) == (
+        "draft", ["a", "b", "c"], [0.7, 0.3])
+    assert config["policy_params"] == {"thompson": {"alpha0": 2.0}}
+
+    assert banditctl("experiment", "start", "exp-1").output.strip() == "exp-1: running"
+    stopped = banditctl("experiment", "stop", "exp-1", "--reason", "enough data", "--json")
+    assert json.loads(stopped.output)["status"] == "stopped"
+
+    shown = json.loads(banditctl("experiment", "show", "exp-1", "--json").output)
+    assert shown["end_at"] is not None
+    assert [(e["action"], e["reason"]) for e in shown["audit"]] == [
+        ("create", None), ("start", None), ("stop", "enough data")]
+    assert shown["audit"][1]["old_value"] == {"status": "draft"}
+
+    listed = json.loads(banditctl("experiment", "list", "--json").output)
+    assert [(e["id"], e["status"]) for e in listed] == [("exp-1", "stopped")]
+    table = banditctl("experiment", "list")
+    assert "exp-1" in table.output and "stopped" in table.output
+
+
+def test_launch_creates_and_starts_in_one_step(banditctl):
+    result = banditctl("launch", "--name", "Bandit Test v1", "--duration", "14", "--traffic",
+                       "0.8", "--policies", "thompson,egreedy,ucb,control", "--arms", "x,y")
+    assert result.exit_code == 0, result.output
+    experiment_id = result.output.strip()
+    assert experiment_id.startswith("bandit-test-v1-")
+    shown = json.loads(banditctl("experiment", "show", experiment_id, "--json").output)
+    assert shown["status"] == "running"
+    assert shown["traffic_pct"] == 0.8
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (("experiment", "show", "nope"), EXIT_NOT_FOUND, "experiment 'nope' not found"),
+        (("experiment", "stop", "nope"), EXIT_NOT_FOUND, "not found"),
+        (("launch", "--name", "x", "--arms", "a,b", "--traffic", "1.5"), EXIT_USAGE, "traffic"),
+        (("launch", "--name", "x", "--arms", "a,b", "--policies", "thompson,magic"),
+         EXIT_USAGE, "unknown policy 'magic'"),
+        (("launch", "--name", "x", "--arms", "a,a"), EXIT_USAGE, "duplicate arms: a"),
+        (("launch", "--name", "x", "--arms", "a,b", "--duration", "0"), EXIT_USAGE,
+         "duration must be > 0"),
+        (("launch", "--name", "x"), EXIT_USAGE, "needs arms"),
+        (("launch", "--name", "x", "--arms", "a,,b"), EXIT_USAGE, "empty item"),
+        (("launch", "--name", "x", "--arms", "a", "--param", "thompson.alpha0=-1"), EXIT_USAGE,
+         "thompson parameters"),
+        (("launch", "--name", "x", "--arms", "a", "--param", "bogus"), EXIT_USAGE,
+         "POLICY.NAME=VALUE"),
+    ],
+)
+def test_bad_input_exits_with_a_meaningful_code(banditctl, args, code, message):
+    result = banditctl(*args)
+    assert result.exit_code == code, result.output
+    assert message in result.output
+
+
+def test_invalid_transitions_exit_with_the_state_code(banditctl):
+    banditctl("experiment", "create", "e", "--name", "E", "--arms", "a")
+    result = banditctl("experiment", "stop", "e")
+    assert result.exit_code == EXIT_STATE
+    assert "cannot stop experiment 'e': it is draft" in result.output
+    banditctl("experiment", "create", "dup", "--name", "E", "--arms", "a")
+    again = banditctl("experiment", "create", "dup", "--name", "E", "--arms", "a")
+    assert again.exit_code == EXIT_USAGE
+    assert "already exists" in again.output
+
+
+def test_unreachable_database_exits_with_the_database_code():
+    from click.testing import CliRunner
+
+    from admin_cli.cli_support import EXIT_DATABASE
+    from admin_cli.main import main
+
+    result = CliRunner().invoke(
+        main, ["experiment", "list", "--database-url", "postgresql://postgres@127.0.0.1:1/x"])
+    assert result.exit_code == EXIT_DATABASE
+    assert "cannot reach PostgreSQL" in result.output

@@ -1,0 +1,34 @@
+"""Migrations are versioned and idempotent; the server refuses unknown schemas."""
+
+import pytest
+
+from server.migrate import SCHEMA_VERSION, SchemaMismatchError, check_schema, migrate
+
+
+async def test_migrate_applies_everything_once_then_nothing(db_conn):
+    assert await check_schema(db_conn) == SCHEMA_VERSION
+    assert await migrate(db_conn) == []
+    versions = await db_conn.fetch("SELECT version FROM banditd_schema ORDER BY version")
+    assert [r["version"] for r in versions] == list(range(1, SCHEMA_VERSION + 1))
+    keys = await db_conn.fetch("SELECT key_id, octet_length(secret) AS n FROM signing_keys")
+    assert [(r["key_id"], r["n"]) for r in keys] == [(1, 32)]
+
+
+async def test_unmigrated_database_is_refused_with_the_fix(database_url):
+    from server.database import connect
+
+    conn = await connect(database_url)
+    try:
+        with pytest.raises(SchemaMismatchError, match="run `banditctl migrate`"):
+            await check_schema(conn)
+    finally:
+        await conn.close()
+
+
+async def test_newer_schema_is_refused(db_conn):
+    await db_conn.execute(
+        "INSERT INTO banditd_schema (version, name) VALUES ($1, 'from_the_future')",
+        SCHEMA_VERSION + 1,
+    )
+    with pytest.raises(SchemaMismatchError, match="newer than this banditd knows"):
+        await check_schema(db_conn)

@@ -1,0 +1,140 @@
+"""Rewards are durable and exactly-once; default rewards close the window once."""
+
+import asyncio
+import logging
+
+import grpc
+import pytest
+
+from banditd.v1 import decision_pb2 as pb
+from server.database import connect
+from tests.server.conftest import make_experiment, wait_for
+
+
+async def _stats(url):
+    conn = await connect(url)
+    try:
+        rows = await conn.fetch("SELECT policy, arm, pulls, reward_sum FROM arm_stats")
+        return {(r["policy"], r["arm"]): (r["pulls"], r["reward_sum"]) for r in rows}
+    finally:
+        await conn.close()
+
+
+def _memory(running, policy_name, arm):
+    runtime = running.server.registry.get("exp")
+    policy = next(p for p in runtime.policies if p.name == policy_name)
+    index = runtime.arm_index[arm]
+    return policy.pulls[index], policy.reward_sum[index]
+
+
+async def test_fifty_concurrent_copies_count_once(migrated_db_url, start_server):
+    await make_experiment(migrated_db_url)
+    running = await start_server()
+    decision = await running.stub.Select(pb.SelectRequest(experiment_id="exp", user_id="u"))
+    replies = await asyncio.gather(*(
+        running.stub.Reward(pb.RewardRequest(decision_id=decision.decision_id, value=1.0))
+        for _ in range(50)
+    ))
+    statuses = [r.status for r in replies]
+    assert statuses.count(pb.APPLIED) == 1
+    assert statuses.count(pb.DUPLICATE) == 49
+    assert await _stats(migrated_db_url) == {(decision.policy, decision.arm): (1.0, 1.0)}
+    assert _memory(running, decision.policy, decision.arm) == (1.0, 1.0)
+
+
+async def test_duplicate_sent_to_another_replica_counts_nothing(migrated_db_url, start_server):
+    await make_experiment(migrated_db_url)
+    first = await start_server()
+    second = await start_server()
+    decision = await first.stub.Select(pb.SelectRequest(experiment_id="exp", user_id="u"))
+    reply_a = await first.stub.Reward(pb.RewardRequest(decision_id=decision.decision_id, value=1))
+    reply_b = await second.stub.Reward(pb.RewardRequest(decision_id=decision.decision_id, value=1))
+    assert (reply_a.status, reply_b.status) == (pb.APPLIED, pb.DUPLICATE)
+    assert await _stats(migrated_db_url) == {(decision.policy, decision.arm): (1.0, 1.0)}
+
+
+async def test_reward_before_the_decision_row_is_flushed(migrated_db_url, start_server):
+    await make_experiment(migrated_db_url)
+    running = await start_server()
+    running.server.decision_log.interval = 3600
+    decision = await running.stub.Select(pb.SelectRequest(experiment_id="exp", user_id="u"))
+    request = pb.RewardRequest(decision_id=decision.decision_id, value=0.25)
+    reply = await running.stub.Reward(request)
+    assert reply.status == pb.APPLIED
+    assert await _stats(migrated_db_url) == {(decision.policy, decision.arm): (1.0, 0.25)}
+
+
+async def test_rewards_are_normalised_into_the_statistics(migrated_db_url, start_server):
+    await make_experiment(migrated_db_url, reward_min=0.0, reward_max=10.0)
+    running = await start_server()
+    decision = await running.stub.Select(pb.SelectRequest(experiment_id="exp", user_id="u"))
+    await running.stub.Reward(pb.RewardRequest(decision_id=decision.decision_id, value=7.5))
+    assert await _stats(migrated_db_url) == {(decision.policy, decision.arm): (1.0, 0.75)}
+
+
+async def test_outside_traffic_rewards_are_stored_but_teach_no_policy(
+    migrated_db_url, start_server
+):
+    await make_experiment(migrated_db_url, traffic_pct=0.0)
+    running = await start_server()
+    decision = await running.stub.Select(pb.SelectRequest(experiment_id="exp", user_id="u"))
+    assert decision.served_by == pb.OUTSIDE_TRAFFIC
+    reply = await running.stub.Reward(pb.RewardRequest(decision_id=decision.decision_id, value=1))
+    assert reply.status == pb.APPLIED
+    assert await _stats(migrated_db_url) == {}
+
+
+async def test_default_reward_once_when_the_window_closes(migrated_db_url, start_server, tmp_path):
+    from server import logs
+
+    await make_experiment(migrated_db_url, reward_window_seconds=0.5, default_reward=0.0)
+    running = await start_server()
+    logs.configure(tmp_path, console=False)
+    try:
+        decision = await running.stub.Select(pb.SelectRequest(experiment_id="exp", user_id="u"))
+        await running.server.decision_log.flush()
+
+        async def defaulted():
+            return await _stats(migrated_db_url) == {(decision.policy, decision.arm): (1.0, 0.0)}
+
+        await wait_for(defaulted, timeout=5.0)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await running.stub.Reward(pb.RewardRequest(decision_id=decision.decision_id, value=1))
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "reward window" in err.value.details()
+        await asyncio.sleep(0.5)  # more worker rounds: still applied once
+        assert await _stats(migrated_db_url) == {(decision.policy, decision.arm): (1.0, 0.0)}
+        for handler in logging.getLogger("banditd.workers").handlers:
+            handler.flush()
+        log_text = (tmp_path / "workers.log").read_text()
+    finally:
+        logs.configure(None, console=False)
+    assert f"Reward {decision.decision_id} computed: default value=0" in log_text
+    assert log_text.count(f"Reward {decision.decision_id} computed") == 1
+
+
+async def test_database_down_for_a_reward_answers_unavailable_and_loses_nothing(
+    migrated_db_url, start_server
+):
+    await make_experiment(migrated_db_url)
+    running = await start_server()
+    decision = await running.stub.Select(pb.SelectRequest(experiment_id="exp", user_id="u"))
+    name = migrated_db_url.rsplit("/", 1)[1]
+    admin = await connect(migrated_db_url.rsplit("/", 1)[0] + "/postgres")
+    try:
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = $1 AND pid <> pg_backend_pid()", name,
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await running.stub.Reward(pb.RewardRequest(decision_id=decision.decision_id, value=1))
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert _memory(running, decision.policy, decision.arm) == (0.0, 0.0)
+    finally:
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        await admin.close()
+    assert await _stats(migrated_db_url) == {}
+    retry = await running.stub.Reward(pb.RewardRequest(decision_id=decision.decision_id, value=1))
+    assert retry.status == pb.APPLIED
+    assert await _stats(migrated_db_url) == {(decision.policy, decision.arm): (1.0, 1.0)}

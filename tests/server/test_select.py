@@ -1,0 +1,172 @@
+"""Select and SelectBatch through a real gRPC channel to a real server and database."""
+
+import asyncio
+
+import pytest
+
+from banditd.v1 import decision_pb2 as pb
+from server.database import connect
+from server.experiment_store import change_status
+from tests.server.conftest import ARMS, make_experiment, wait_for
+
+POLICIES = {"thompson", "ucb", "egreedy", "control"}
+
+
+async def test_select_fills_every_response_field(migrated_db_url, start_server):
+    await make_experiment(migrated_db_url)
+    running = await start_server()
+    reply = await running.stub.Select(
+        pb.SelectRequest(experiment_id="exp", user_id="alice", context={"page": "home"})
+    )
+    assert reply.arm in ARMS
+    assert reply.policy in POLICIES
+    assert 0.0 < reply.propensity <= 1.0
+    expected = pb.CONTROL if reply.policy == "control" else pb.POLICY
+    assert reply.served_by == expected
+    assert reply.decision_id.startswith("d")
+
+
+async def test_decisions_are_logged_with_everything_guardrails_need(migrated_db_url, start_server):
+    await make_experiment(migrated_db_url)
+    running = await start_server()
+    replies = [
+        await running.stub.Select(
+            pb.SelectRequest(experiment_id="exp", user_id=f"u{i}", context={"i": str(i)})
+        )
+        for i in range(20)
+    ]
+    await running.server.decision_log.flush()
+    conn = await connect(migrated_db_url)
+    try:
+        rows = {r["decision_id"]: r for r in await conn.fetch("SELECT * FROM decisions")}
+    finally:
+        await conn.close()
+    assert set(rows) == {r.decision_id for r in replies}
+    for i, reply in enumerate(replies):
+        row = rows[reply.decision_id]
+        assert (row["user_id"], row["policy"], row["arm"]) == (f"u{i}", reply.policy, reply.arm)
+        assert row["propensity"] == pytest.approx(reply.propensity)
+        assert row["served_by"] == pb.ServedBy.Name(reply.served_by)
+        assert row["context"] == {"i": str(i)}
+        assert row["latency_us"] >= 0
+        assert row["server_id"] == running.server.server_id
+
+
+async def test_every_user_keeps_their_policy(migrated_db_url, start_server):
+    await make_experiment(migrated_db_url)
+    running = await start_server()
+    users = [f"user-{i}" for i in range(40)]
+    first = [await running.stub.Select(pb.SelectRequest(experiment_id="exp", user_id=u))
+             for u in users]
+    second = [await running.stub.Select(pb.SelectRequest(experiment_id="exp", user_id=u))
+              for u in users]
+    assert [r.policy for r in first] == [r.policy for r in second]
+    assert {r.policy for r in first} == POLICIES  # 40 users reach all four quarters
+
+
+async def test_traffic_split_follows_the_configuration(migrated_db_url, start_server):
+    """2,000 users, traffic 50 %: the inside count is Binomial(2000, 0.5) (sd 22.4); 5 sd."""
+    await make_experiment(migrated_db_url, traffic_pct=0.5)
+    running = await start_server()
+    requests = [pb.SelectRequest(experiment_id="exp", user_id=f"u{i}") for i in range(2000)]
+    replies = []
+    for start in range(0, 2000, 500):
+        chunk = pb.SelectBatchRequest(requests=requests[start:start + 500])
+        batch = await running.stub.SelectBatch(chunk)
+        replies.extend(batch.responses)
+    outside = sum(r.served_by == pb.OUTSIDE_TRAFFIC for r in replies)
+    assert abs(outside - 1000) < 5 * 22.4
+    assert all(r.policy == "control" for r in replies if r.served_by == pb.OUTSIDE_TRAFFIC)
+
+
+async def test_candidate_subset_restricts_the_choice(migrated_db_url, start_server):
+    await make_experiment(migrated_db_url)
+    running = await start_server()
+    for i in range(40):
+        reply = await running.stub.Select(
+            pb.SelectRequest(
+                experiment_id="exp", user_id=f"u{i}", candidate_arms=["arm-1", "arm-3"]
+            )
+        )
+        assert reply.arm in {"arm-1", "arm-3"}
+        assert 0.0 < reply.propensity <= 1.0
+
+
+async def test_fixed_control_arm_is_served_with_propensity_one(migrated_db_url, start_server):
+    await make_experiment(
+        migrated_db_url, policies=("control",),
+        policy_params={"control": {"default_arm": "arm-2"}},
+    )
+    running = await start_server()
+    reply = await running.stub.Select(pb.SelectRequest(experiment_id="exp", user_id="bob"))
+    assert (reply.arm, reply.policy, reply.served_by, reply.propensity) == (
+        "arm-2", "control", pb.CONTROL, 1.0,
+    )
+
+
+async def test_draft_experiment_serves_control_as_stopped(migrated_db_url, start_server):
+    await make_experiment(migrated_db_url, start=False)
+    running = await start_server()
+    reply = await running.stub.Select(pb.SelectRequest(experiment_id="exp", user_id="bob"))
+    assert (reply.policy, reply.served_by) == ("control", pb.EXPERIMENT_STOPPED)
+
+
+@pytest.mark.parametrize(("action", "served_by"),
+                         [("stop", pb.EXPERIMENT_STOPPED), ("rollback", pb.ROLLED_BACK)])
+async def test_stop_and_rollback_reach_the_server_within_a_second(
+    migrated_db_url, start_server, action, served_by
+):
+    await make_experiment(migrated_db_url)
+    running = await start_server(poll_interval=30.0)  # only LISTEN/NOTIFY can be this fast
+    await asyncio.sleep(0.2)  # the listener connects
+    conn = await connect(migrated_db_url)
+    try:
+        await change_status(conn, "exp", action, actor="test", reason="test")
+    finally:
+        await conn.close()
+    loop = asyncio.get_running_loop()
+    changed_at = loop.time()
+
+    async def switched():
+        reply = await running.stub.Select(pb.SelectRequest(experiment_id="exp", user_id="carol"))
+        return reply.served_by == served_by and reply.policy == "control"
+
+    await wait_for(switched, timeout=1.0)
+    assert loop.time() - changed_at < 1.0
+
+
+async def test_select_batch_equals_single_selects(migrated_db_url, start_server):
+    await make_experiment(
+        migrated_db_url, traffic_pct=0.6, policies=("ucb", "control"),
+        policy_params={"control": {"default_arm": "arm-4"}},
+    )
+    running = await start_server()
+    requests = [pb.SelectRequest(experiment_id="exp", user_id=f"u{i}") for i in range(100)]
+    batch = await running.stub.SelectBatch(pb.SelectBatchRequest(requests=requests))
+    singles = [await running.stub.Select(r) for r in requests]
+    assert len(batch.responses) == len(singles)
+    for b, s in zip(batch.responses, singles, strict=True):
+        assert (b.policy, b.served_by) == (s.policy, s.served_by)
+        if s.policy == "control" and s.served_by == pb.CONTROL:
+            assert b.arm == s.arm == "arm-4"
+    assert len({r.decision_id for r in batch.responses} | {r.decision_id for r in singles}) == 200
+
+
+async def test_health_and_reflection_are_served(migrated_db_url, start_server):
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    running = await start_server()
+    health = health_pb2_grpc.HealthStub(running.channel)
+    reply = await health.Check(health_pb2.HealthCheckRequest(service="banditd.v1.DecisionService"))
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+    reflection = reflection_pb2_grpc.ServerReflectionStub(running.channel)
+    call = reflection.ServerReflectionInfo()
+    await call.write(reflection_pb2.ServerReflectionRequest(list_services=""))
+    await call.done_writing()
+    services = set()
+    async for response in call:
+        services |= {s.name for s in response.list_services_response.service}
+    assert "banditd.v1.DecisionService" in services
+
