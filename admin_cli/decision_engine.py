@@ -1,0 +1,114 @@
+"""``banditctl decide``: load an experiment's data and run the decision engine.
+
+The unit of analysis is the user (observations are then independent even when
+users return): each user's outcome is the sum of the rewards of their
+decisions, and a user belongs to the day of their first decision. Day 0 is the
+experiment's start day; the cumulative days are the looks of the sequential
+test (``admin_cli.stats.decision``). Users are counted per policy from the
+decision log for the sample-ratio-mismatch test.
+
+The guardrail state fed to the engine comes from the stored guardrail runs:
+``failing`` when each of the last three runs had a critical check, ``degraded``
+when the latest had a warning or a critical check, ``healthy`` when it had
+neither, ``unknown`` without runs.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import asyncpg
+
+from admin_cli.stats.decision import DecisionCriteria, DecisionReport, PolicyData, decide
+from admin_cli.stats.sufficient import SampleStats
+from server.experiment_store import get_experiment
+
+_FAILING_RUNS = 3
+
+_PER_USER = """
+WITH per_user AS (
+    SELECT d.policy, d.user_id, min(d.decided_at) AS first_at,
+           count(r.decision_id) AS rewarded, coalesce(sum(r.value), 0) AS total
+    FROM decisions d LEFT JOIN rewards r USING (decision_id)
+    WHERE d.experiment_key = $1 AND d.served_by IN ('POLICY', 'CONTROL')
+    GROUP BY d.policy, d.user_id
+)
+SELECT policy,
+       greatest(0, floor(extract(epoch FROM first_at - $2) / 86400))::int AS day,
+       count(*)::float8 AS users,
+       count(*) FILTER (WHERE rewarded > 0)::float8 AS n,
+       coalesce(sum(total) FILTER (WHERE rewarded > 0), 0)::float8 AS s,
+       coalesce(sum(total * total) FILTER (WHERE rewarded > 0), 0)::float8 AS ss
+FROM per_user GROUP BY policy, day ORDER BY day
+"""
+
+
+async def guardrail_state(conn: asyncpg.Connection, experiment_id: str) -> str:
+    runs = await conn.fetch(
+        """SELECT status FROM guardrail_runs WHERE experiment_id = $1
+           ORDER BY at DESC, id DESC LIMIT $2""",
+        experiment_id, _FAILING_RUNS,
+    )
+    if not runs:
+        return "unknown"
+    if len(runs) == _FAILING_RUNS and all(r["status"] == "critical" for r in runs):
+        return "failing"
+    return "degraded" if runs[0]["status"] in ("warn", "critical") else "healthy"
+
+
+async def load_policy_data(conn: asyncpg.Connection, experiment) -> list[PolicyData]:
+    start = experiment.start_at
+    if start is None:
+        return [PolicyData(name, SampleStats.empty(), 0.0) for name in experiment.spec.policies]
+    rows = await conn.fetch(_PER_USER, experiment.key, start)
+    days = max((r["day"] for r in rows), default=-1) + 1
+    daily: dict[str, list[SampleStats]] = defaultdict(lambda: [SampleStats.empty()] * days)
+    daily_users: dict[str, list[float]] = defaultdict(lambda: [0.0] * days)
+    for r in rows:
+        daily[r["policy"]][r["day"]] = SampleStats(r["n"], r["s"], r["ss"])
+        daily_users[r["policy"]][r["day"]] = r["users"]
+    data = []
+    for name in experiment.spec.policies:
+        series = daily[name]
+        total = SampleStats.empty()
+        for day in series:
+            total = total + day
+        data.append(PolicyData(name, total, sum(daily_users[name]), tuple(series),
+                               tuple(daily_users[name])))
+    return data
+
+
+async def run_decision(
+    conn: asyncpg.Connection, experiment_id: str, *, record: bool = True
+) -> DecisionReport:
+    """Analyse every bandit policy against control; store the run."""
+    experiment = await get_experiment(conn, experiment_id)
+    spec = experiment.spec
+    if "control" not in spec.policies:
+        raise ValueError(
+            f"experiment {experiment_id!r} has no control policy to compare against"
+        )
+    report = decide(
+        await load_policy_data(conn, experiment),
+        control="control",
+        split=dict(zip(spec.policies, spec.policy_split, strict=True)),
+        criteria=DecisionCriteria.from_dict(spec.decision_criteria),
+        guardrails=await guardrail_state(conn, experiment_id),
+    )
+    if record:
+        await conn.execute(
+            """INSERT INTO decision_runs (experiment_id, recommendation, result)
+               VALUES ($1, $2, $3)""",
+            experiment_id, overall_recommendation(report), report.to_dict(),
+        )
+    return report
+
+
+def overall_recommendation(report: DecisionReport) -> str:
+    """One word for the experiment: ship if any policy ships, kill if all are killed."""
+    verdicts = [d.recommendation for d in report.decisions]
+    if "ship" in verdicts:
+        return "ship"
+    if verdicts and all(v == "kill" for v in verdicts):
+        return "kill"
+    return "iterate"
