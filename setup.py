@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import ClassVar
 
 import numpy
 from Cython.Build import cythonize
@@ -58,7 +59,7 @@ class GenerateStubs(Command):
     """Generate ``banditd/v1`` gRPC stubs and typed ``.pyi`` files from ``proto/``."""
 
     description = "generate gRPC/protobuf stubs from proto/"
-    user_options: list = []
+    user_options: ClassVar[list] = []
 
     def initialize_options(self) -> None:
         pass

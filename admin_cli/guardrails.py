@@ -121,7 +121,12 @@ async def gather_inputs(
         p95_latency_ms=None if p95_us is None else p95_us / 1000.0,
         decisions=decisions,
         arm_counts={r["arm"]: r["n"] for r in arm_rows},
-        rewards={r["policy"]: SampleStats(r["n"], r["s"], r["ss"]) for r in reward_rows},
+        rewards={
+            # Every policy is present (empty when it has no rewards in the window), and
+            # control too, so an experiment without control reads "insufficient data".
+            **{name: SampleStats.empty() for name in (*experiment.spec.policies, "control")},
+            **{r["policy"]: SampleStats(r["n"], r["s"], r["ss"]) for r in reward_rows},
+        },
         control="control",
     )
 

@@ -26,7 +26,8 @@ def main(argv: list[str] | None = None) -> int:
         cmd = [sys.executable, "-m", f"benchmarks.{study}", *(["--short"] if args.short else [])]
         print(f"== benchmarks.{study}", flush=True)
         code = subprocess.call(cmd)
-        print(f"== benchmarks.{study}: exit {code} in {time.monotonic() - started:.1f}s", flush=True)
+        elapsed = time.monotonic() - started
+        print(f"== benchmarks.{study}: exit {code} in {elapsed:.1f}s", flush=True)
         if code != 0:
             failed.append(study)
     if failed:

@@ -1,4 +1,5 @@
-"""Shared fixtures: real PostgreSQL databases created and dropped per test.
+"""Shared fixtures: real PostgreSQL databases created and dropped per test, and real
+banditd servers (in-process or as subprocesses) on them.
 
 The tests talk to a real PostgreSQL server: ``BANDITD_TEST_PG_URL`` (default the
 local one, ``postgresql://postgres@127.0.0.1:5432/postgres``). Each database
@@ -8,12 +9,27 @@ afterwards, so tests never see each other's data.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import grpc
 import pytest
+
+from banditd.v1 import decision_pb2_grpc
+from server.app import BanditServer, ServeConfig
+from server.database import connect
+from server.experiment import ExperimentSpec
+from server.experiment_store import change_status, create_experiment
 
 ADMIN_URL = os.environ.get("BANDITD_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -76,3 +92,138 @@ async def db_conn(migrated_db_url):
         yield conn
     finally:
         await conn.close()
+
+ARMS = tuple(f"arm-{i}" for i in range(5))
+
+
+async def make_experiment(url: str, experiment_id: str = "exp", *, start: bool = True, **overrides):
+    """Create (and start) an experiment directly in the database."""
+    fields = {"arms": ARMS, "policies": ("thompson", "ucb", "egreedy", "control")}
+    fields.update(overrides)
+    spec = ExperimentSpec(id=experiment_id, name=f"test {experiment_id}", **fields)
+    conn = await connect(url)
+    try:
+        experiment = await create_experiment(conn, spec, actor="test")
+        if start:
+            experiment = await change_status(conn, experiment_id, "start", actor="test")
+        return experiment
+    finally:
+        await conn.close()
+
+
+class RunningServer:
+    """An in-process BanditServer and a channel/stub to it."""
+
+    def __init__(self, server: BanditServer) -> None:
+        self.server = server
+        self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
+        self.stub = decision_pb2_grpc.DecisionServiceStub(self.channel)
+
+    async def close(self) -> None:
+        await self.channel.close()
+        await self.server.stop()
+
+
+@pytest.fixture
+async def start_server(migrated_db_url):
+    """Factory: ``await start_server(**ServeConfig overrides)`` -> RunningServer."""
+    running: list[RunningServer] = []
+
+    async def start(**overrides) -> RunningServer:
+        settings = {
+            "database_url": migrated_db_url, "port": 0, "metrics_port": None,
+            "grace_seconds": 2.0, "default_reward_interval": 0.2, "poll_interval": 0.2,
+            "seed": 1234, **overrides,
+        }
+        config = ServeConfig(**settings)
+        server = BanditServer(config)
+        try:
+            await server.start()
+        except BaseException:
+            await server.stop()
+            raise
+        handle = RunningServer(server)
+        running.append(handle)
+        return handle
+
+    yield start
+    for handle in running:
+        await handle.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """``banditd serve`` as a real subprocess (for kill -9 and SIGTERM tests)."""
+
+    def __init__(self, database_url: str | None, tmp_path: Path, *extra: str) -> None:
+        self.port = free_port()
+        self.log_dir = tmp_path / "logs"
+        cmd = [sys.executable, "-m", "server.main", "serve", "--port", str(self.port),
+               "--metrics-port", "0", "--log-dir", str(self.log_dir), "--grace", "5", *extra]
+        if database_url:
+            cmd += ["--database-url", database_url]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.stderr_path = tmp_path / f"server-{self.port}.err"
+        self._stderr = open(self.stderr_path, "w")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(cmd, stderr=self._stderr, stdout=subprocess.DEVNULL, env=env)
+        self.address = f"127.0.0.1:{self.port}"
+
+    def wait_serving(self, timeout: float = 60.0) -> None:
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        deadline = time.monotonic() + timeout
+        with grpc.insecure_channel(self.address) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"server exited: {self.stderr_path.read_text()[-2000:]}")
+                with contextlib.suppress(grpc.RpcError):
+                    reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                time.sleep(0.1)
+        raise TimeoutError(f"server not SERVING after {timeout}s")
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(10)
+        self._stderr.close()
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout)
+        self._stderr.close()
+        return code
+
+
+@pytest.fixture
+def server_process(tmp_path):
+    started: list[ServerProcess] = []
+
+    def start(database_url: str | None, *extra: str) -> ServerProcess:
+        proc = ServerProcess(database_url, tmp_path, *extra)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.proc.poll() is None:
+            proc.kill()
+
+
+async def wait_for(predicate, timeout: float = 5.0, interval: float = 0.02):
+    """Await until ``predicate()`` is true (sync or async), or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result
+        await asyncio.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s")

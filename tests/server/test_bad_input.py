@@ -8,7 +8,7 @@ import pytest
 
 from banditd.v1 import decision_pb2 as pb
 from server.database import connect
-from tests.server.conftest import make_experiment
+from tests.conftest import make_experiment
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 NOT_FOUND = grpc.StatusCode.NOT_FOUND

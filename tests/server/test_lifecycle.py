@@ -10,7 +10,7 @@ import pytest
 from banditd.v1 import decision_pb2 as pb
 from banditd.v1 import decision_pb2_grpc
 from server.database import connect
-from tests.server.conftest import make_experiment
+from tests.conftest import make_experiment
 
 
 async def test_restart_keeps_assignments_and_statistics(migrated_db_url, start_server):

@@ -7,7 +7,7 @@ import pytest
 from banditd.v1 import decision_pb2 as pb
 from server.database import connect
 from server.experiment_store import change_status
-from tests.server.conftest import ARMS, make_experiment, wait_for
+from tests.conftest import ARMS, make_experiment, wait_for
 
 POLICIES = {"thompson", "ucb", "egreedy", "control"}
 
