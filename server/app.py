@@ -38,6 +38,7 @@ from server.metrics import METRICS
 from server.migrate import check_schema, migrate
 from server.propensity import PropensityRefresher
 from server.registry import Registry
+from server.replica_sync import ReplicaSync
 from server.reward_commit import RewardCommitter
 from server.servicer import DecisionServicer
 
@@ -133,6 +134,10 @@ class BanditServer:
                 name="default-rewards",
             ),
             asyncio.create_task(PropensityRefresher(registry).run(), name="propensities"),
+            asyncio.create_task(
+                ReplicaSync(self.pool, registry, interval=config.poll_interval).run(),
+                name="replica-sync",
+            ),
         ]
         self.heartbeat = Heartbeat(self.pool, self.server_id, f"{config.host}:{self.port}")
         self._tasks.append(

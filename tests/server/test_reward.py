@@ -138,3 +138,24 @@ async def test_database_down_for_a_reward_answers_unavailable_and_loses_nothing(
     retry = await running.stub.Reward(pb.RewardRequest(decision_id=decision.decision_id, value=1))
     assert retry.status == pb.APPLIED
     assert await _stats(migrated_db_url) == {(decision.policy, decision.arm): (1.0, 1.0)}
+
+
+async def test_replicas_converge_on_each_others_rewards(migrated_db_url, start_server):
+    await make_experiment(migrated_db_url)
+    first = await start_server()
+    second = await start_server()
+    decisions = [await first.stub.Select(pb.SelectRequest(experiment_id="exp", user_id=f"u{i}"))
+                 for i in range(10)]
+    for decision in decisions:
+        await first.stub.Reward(pb.RewardRequest(decision_id=decision.decision_id, value=1.0))
+
+    def totals(running):
+        runtime = running.server.registry.get("exp")
+        return sum(p.pulls.sum() for p in runtime.policies)
+
+    assert totals(first) == 10
+    await wait_for(lambda: totals(second) == 10, timeout=5.0)
+    for a, b in zip(first.server.registry.get("exp").policies,
+                    second.server.registry.get("exp").policies, strict=True):
+        assert a.pulls.tolist() == b.pulls.tolist()
+        assert a.reward_sum.tolist() == b.reward_sum.tolist()
