@@ -13,32 +13,39 @@ from server.demo import DEMO_ID
 from server.migrate import SchemaMismatchError
 
 
-@click.group(context_settings={"auto_envvar_prefix": "BANDITD", "show_default": True})
+@click.group(context_settings={"show_default": True})
 @click.version_option(__version__, prog_name="banditd")
 def main() -> None:
     """banditd: the multi-armed-bandit decision server."""
 
 
+def _option(flag: str, env: str, *names: str, **kwargs):
+    """A ``serve`` option that can also come from the environment variable ``env``."""
+    return click.option(flag, *names, envvar=env, show_envvar=True, **kwargs)
+
+
 @main.command("serve")
-@click.option("--database-url", default=None,
-              help="PostgreSQL URL (production). Without it, an embedded PostgreSQL runs "
-                   "under --data-dir.")
-@click.option("--data-dir", default=".banditd", type=click.Path(file_okay=False),
-              help="Directory of the embedded PostgreSQL (used when --database-url is unset).")
-@click.option("--host", default="127.0.0.1", help="Address to serve gRPC on.")
-@click.option("--port", default=50051, type=click.IntRange(0, 65535),
-              help="gRPC port (0 picks a free one).")
-@click.option("--metrics-host", default="127.0.0.1", help="Address of the Prometheus endpoint.")
-@click.option("--metrics-port", default=9095, type=click.IntRange(0, 65535),
-              help="Prometheus metrics port (0 disables the endpoint).")
-@click.option("--log-dir", default="logs", type=click.Path(file_okay=False),
-              help="Directory for app.log, workers.log, api.log.")
-@click.option("--grace", "grace_seconds", default=10.0, type=click.FloatRange(0, 600),
-              help="Seconds in-flight calls get to finish on SIGTERM.")
-@click.option("--migrate/--no-migrate", default=False,
-              help="Apply pending migrations at start (always done for the embedded default).")
-@click.option("--create-demo", is_flag=True,
-              help="Create and start a 'demo' experiment when none exists.")
+@_option("--database-url", "BANDITD_DATABASE_URL", default=None,
+         help="PostgreSQL URL (production). Without it, an embedded PostgreSQL runs "
+              "under --data-dir.")
+@_option("--data-dir", "BANDITD_DATA_DIR", default=".banditd",
+         type=click.Path(file_okay=False),
+         help="Directory of the embedded PostgreSQL (used when --database-url is unset).")
+@_option("--host", "BANDITD_HOST", default="127.0.0.1", help="Address to serve gRPC on.")
+@_option("--port", "BANDITD_PORT", default=50051, type=click.IntRange(0, 65535),
+         help="gRPC port (0 picks a free one).")
+@_option("--metrics-host", "BANDITD_METRICS_HOST", default="127.0.0.1",
+         help="Address of the Prometheus endpoint.")
+@_option("--metrics-port", "BANDITD_METRICS_PORT", default=9095,
+         type=click.IntRange(0, 65535), help="Prometheus metrics port (0 disables it).")
+@_option("--log-dir", "BANDITD_LOG_DIR", default="logs", type=click.Path(file_okay=False),
+         help="Directory for app.log, workers.log, api.log.")
+@_option("--grace", "BANDITD_GRACE", "grace_seconds", default=10.0,
+         type=click.FloatRange(0, 600), help="Seconds in-flight calls get to finish on SIGTERM.")
+@_option("--migrate/--no-migrate", "BANDITD_MIGRATE", default=False,
+         help="Apply pending migrations at start (always done for the embedded default).")
+@_option("--create-demo", "BANDITD_CREATE_DEMO", is_flag=True,
+         help="Create and start a 'demo' experiment when none exists.")
 def serve_command(metrics_port: int, **options) -> None:
     """Serve Select and Reward over gRPC until SIGTERM/SIGINT."""
     from server import logs

@@ -160,14 +160,15 @@ def free_port() -> int:
 class ServerProcess:
     """``banditd serve`` as a real subprocess (for kill -9 and SIGTERM tests)."""
 
-    def __init__(self, database_url: str | None, tmp_path: Path, *extra: str) -> None:
+    def __init__(self, database_url: str | None, tmp_path: Path, *extra: str,
+                 env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.log_dir = tmp_path / "logs"
         cmd = [sys.executable, "-m", "server.main", "serve", "--port", str(self.port),
                "--metrics-port", "0", "--log-dir", str(self.log_dir), "--grace", "5", *extra]
         if database_url:
             cmd += ["--database-url", database_url]
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.stderr_path = tmp_path / f"server-{self.port}.err"
         self._stderr = open(self.stderr_path, "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(cmd, stderr=self._stderr, stdout=subprocess.DEVNULL, env=env)
@@ -205,8 +206,8 @@ class ServerProcess:
 def server_process(tmp_path):
     started: list[ServerProcess] = []
 
-    def start(database_url: str | None, *extra: str) -> ServerProcess:
-        proc = ServerProcess(database_url, tmp_path, *extra)
+    def start(database_url: str | None, *extra: str, env=None) -> ServerProcess:
+        proc = ServerProcess(database_url, tmp_path, *extra, env=env)
         started.append(proc)
         return proc
 

@@ -40,7 +40,8 @@ async def test_restart_keeps_assignments_and_statistics(migrated_db_url, start_s
 
 async def test_health_is_serving_only_once_state_is_loaded(migrated_db_url, server_process):
     await make_experiment(migrated_db_url)
-    proc = server_process(migrated_db_url)
+    # The database comes from the environment, as in a container deployment.
+    proc = server_process(None, env={"BANDITD_DATABASE_URL": migrated_db_url})
     proc.wait_serving()
     async with grpc.aio.insecure_channel(proc.address) as channel:
         stub = decision_pb2_grpc.DecisionServiceStub(channel)
