@@ -5,7 +5,9 @@ from __future__ import annotations
 import click
 
 from admin_cli.cli_support import database_options, print_json, run
+from admin_cli.commands_demo import demo_command
 from admin_cli.commands_experiment import experiment_group, launch_command
+from admin_cli.commands_offline import OFFLINE_COMMANDS
 from admin_cli.commands_ops import (
     decide_command,
     guardrails_group,
@@ -46,7 +48,7 @@ def migrate_command(db, as_json: bool) -> None:
 main.add_command(experiment_group)
 main.add_command(launch_command)
 for _command in (rollback_command, guardrails_group, decide_command, status_command,
-                 scheduler_command):
+                 scheduler_command, demo_command, *OFFLINE_COMMANDS):
     main.add_command(_command)
 
 

@@ -1,0 +1,138 @@
+"""``banditctl demo``: watch banditd learn from simulated MovieLens users."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from pathlib import Path
+
+import click
+
+from admin_cli.cli_support import (
+    EXIT_USAGE,
+    CliError,
+    database_options,
+    print_table,
+    run,
+)
+
+_DEFAULT_DATA = ("../shared/data/ml-100k", "data/ml-100k")
+
+
+def _find_movielens(path: str | None) -> Path:
+    candidates = [path] if path else [os.environ.get("BANDITD_MOVIELENS"), *_DEFAULT_DATA]
+    for candidate in candidates:
+        if candidate and Path(candidate).exists():
+            return Path(candidate)
+    raise CliError(
+        "no MovieLens data found: pass --movielens PATH (ml-100k u.data/u.item, "
+        "ratings.csv/movies.csv or RecBole .inter/.item), or set BANDITD_MOVIELENS",
+        EXIT_USAGE,
+    )
+
+
+async def _ensure_experiment(db, experiment_id: str, arms: tuple[str, ...]) -> None:
+    from server.experiment import ExperimentSpec
+    from server.experiment_store import (
+        ExperimentNotFound,
+        change_status,
+        create_experiment,
+        get_experiment,
+    )
+
+    async with db.connection() as conn:
+        try:
+            experiment = await get_experiment(conn, experiment_id)
+        except ExperimentNotFound:
+            spec = ExperimentSpec(
+                id=experiment_id, name="MovieLens demo", arms=arms,
+                policies=("thompson", "egreedy", "ucb", "control"), reward_window_seconds=3600,
+                notes="created by `banditctl demo`",
+            )
+            await create_experiment(conn, spec, actor="demo")
+            await change_status(conn, experiment_id, "start", actor="demo")
+            return
+        if experiment.spec.arms != arms:
+            raise CliError(
+                f"experiment {experiment_id!r} exists with other arms; pass --experiment-id",
+                EXIT_USAGE,
+            )
+        if experiment.status != "running":
+            raise CliError(
+                f"experiment {experiment_id!r} is {experiment.status}; pass a new "
+                "--experiment-id to start a fresh demo", EXIT_USAGE,
+            )
+
+
+@click.command("demo")
+@click.option("--address", envvar="BANDITD_ADDRESS", default="127.0.0.1:50051",
+              show_default=True, help="banditd gRPC address (from `make serve`).")
+@click.option("--seconds", default=60.0, show_default=True, type=click.FloatRange(1, 86_400),
+              help="How long to simulate users.")
+@click.option("--movielens", "movielens_path", default=None,
+              help="MovieLens data (default: $BANDITD_MOVIELENS or ../shared/data/ml-100k).")
+@click.option("--arms", "n_arms", default=10, show_default=True, type=click.IntRange(2, 1000),
+              help="Arms = this many most-rated movies.")
+@click.option("--threshold", default=4.0, show_default=True, type=float,
+              help="A rating at or above this is a reward of 1.")
+@click.option("--concurrency", default=8, show_default=True, type=click.IntRange(1, 256),
+              help="Simulated users in flight at once.")
+@click.option("--experiment-id", default="movielens-demo", show_default=True)
+@click.option("--out", "out_path", default="demo-results/demo.png", show_default=True,
+              type=click.Path(dir_okay=False, path_type=Path), help="Where to write the PNG.")
+@click.option("--seed", type=int, default=None, help="Seed for the simulated users.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@database_options
+def demo_command(address, seconds, movielens_path, n_arms, threshold, concurrency,
+                 experiment_id, out_path, seed, as_json, db) -> None:
+    """Simulate MovieLens users against a running banditd and watch the policies learn."""
+    from rich.live import Live
+
+    from admin_cli.demo import DemoStats, build_users, drive, plot, render
+    from admin_cli.offline.movielens import MovieLensFormatError, read_movielens
+
+    path = _find_movielens(movielens_path)
+    try:
+        data = read_movielens(path)
+    except MovieLensFormatError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from exc
+    users = build_users(data, n_arms, threshold)
+    if not users.users:
+        raise CliError(f"no user in {path} rated two of the top {n_arms} movies", EXIT_USAGE)
+    run(_ensure_experiment(db, experiment_id, users.arms))
+
+    stats = DemoStats()
+
+    async def simulate() -> None:
+        await asyncio.sleep(1.2)  # servers pick up a new experiment within a second
+        stats.started = time.monotonic()
+        task = asyncio.create_task(
+            drive(address, experiment_id, users, seconds, concurrency, stats, seed))
+        if as_json:
+            await task
+            return
+        with Live(render(stats, experiment_id, seconds), refresh_per_second=4) as live:
+            while not task.done():
+                await asyncio.sleep(0.25)
+                live.update(render(stats, experiment_id, seconds))
+        await task
+
+    asyncio.run(simulate())
+    summary = stats.summary()
+    if stats.decisions == 0:
+        raise CliError(f"no decision succeeded against {address}: is `make serve` running?")
+    image = plot(stats, out_path)
+    summary["plot"] = str(image)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    print_table(
+        f"demo summary: {summary['decisions']} decisions in {summary['seconds']:.0f}s "
+        f"({summary['decisions_per_s']:.0f}/s)",
+        ("policy", "decisions", "reward rate", "cumulative reward"),
+        ((p, s["decisions"], "-" if s["reward_rate"] is None else f"{s['reward_rate']:.3f}",
+          f"{s['cumulative_reward']:.0f}") for p, s in summary["policies"].items()),
+    )
+    click.echo(f"plot: {image}")

@@ -1,0 +1,181 @@
+"""``banditctl demo``: simulated MovieLens users against a running banditd.
+
+The demo creates (once) an experiment whose arms are the N most-rated movies of
+a MovieLens dataset, with Thompson sampling, ε-greedy, UCB1 and a uniform
+control splitting the users. Simulated users are real MovieLens users: each
+step picks a user at random, offers as candidates the arms that user rated
+(``candidate_arms``), and rewards the chosen movie with 1 when the user's real
+rating is at least ``threshold`` (default 4), else 0. A live terminal view shows
+decisions/s, each policy's reward rate and the arm shares; at the end the demo
+prints a summary and writes a PNG of cumulative reward per policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+from banditd.v1 import decision_pb2 as pb
+from banditd.v1 import decision_pb2_grpc
+
+POLICIES = ("thompson", "egreedy", "ucb", "control")
+
+
+@dataclass(frozen=True, slots=True)
+class DemoUsers:
+    """Users with the arms they rated and whether they liked each."""
+
+    arms: tuple[str, ...]
+    users: tuple[str, ...]
+    rated: dict[str, tuple[str, ...]]
+    liked: dict[tuple[str, str], float]
+
+
+def build_users(data, n_arms: int, threshold: float, min_rated: int = 2) -> DemoUsers:
+    """Arms = the ``n_arms`` most-rated movies; users = those who rated ≥ ``min_rated``."""
+    ratings = data.ratings
+    movie_ids, counts = np.unique(ratings.movie_id, return_counts=True)
+    top = movie_ids[np.argsort(-counts, kind="stable")[:n_arms]]
+    titles = {m.movie_id: m.title for m in data.movies or ()}
+    names = {int(m): f"{int(m)}:{titles.get(int(m), 'movie')}"[:64] for m in top}
+    mask = np.isin(ratings.movie_id, top)
+    rated: dict[str, list[str]] = defaultdict(list)
+    liked: dict[tuple[str, str], float] = {}
+    for user, movie, rating in zip(ratings.user_id[mask], ratings.movie_id[mask],
+                                   ratings.rating[mask], strict=True):
+        user_key, arm = f"ml-{int(user)}", names[int(movie)]
+        rated[user_key].append(arm)
+        liked[(user_key, arm)] = 1.0 if rating >= threshold else 0.0
+    users = tuple(sorted(u for u, arms in rated.items() if len(arms) >= min_rated))
+    return DemoUsers(
+        arms=tuple(names[int(m)] for m in top),
+        users=users,
+        rated={u: tuple(rated[u]) for u in users},
+        liked=liked,
+    )
+
+
+@dataclass
+class DemoStats:
+    """What the live view and the summary show."""
+
+    started: float = field(default_factory=time.monotonic)
+    decisions: int = 0
+    errors: int = 0
+    by_policy: Counter = field(default_factory=Counter)
+    reward_by_policy: Counter = field(default_factory=Counter)
+    arm_counts: Counter = field(default_factory=Counter)
+    # (elapsed seconds, policy, cumulative reward of that policy) for the plot.
+    curve: list[tuple[float, str, float]] = field(default_factory=list)
+
+    def record(self, policy: str, arm: str, reward: float) -> None:
+        self.decisions += 1
+        self.by_policy[policy] += 1
+        self.reward_by_policy[policy] += reward
+        self.arm_counts[arm] += 1
+        self.curve.append((time.monotonic() - self.started, policy,
+                           self.reward_by_policy[policy]))
+
+    def rate(self, policy: str) -> float | None:
+        n = self.by_policy[policy]
+        return self.reward_by_policy[policy] / n if n else None
+
+    def summary(self) -> dict:
+        elapsed = time.monotonic() - self.started
+        return {
+            "seconds": elapsed,
+            "decisions": self.decisions,
+            "decisions_per_s": self.decisions / elapsed if elapsed else 0.0,
+            "errors": self.errors,
+            "policies": {
+                p: {"decisions": self.by_policy[p], "reward_rate": self.rate(p),
+                    "cumulative_reward": self.reward_by_policy[p]}
+                for p in POLICIES
+            },
+            "arm_shares": {arm: n / self.decisions for arm, n in self.arm_counts.most_common()}
+            if self.decisions else {},
+        }
+
+
+async def drive(address: str, experiment_id: str, users: DemoUsers, seconds: float,
+                concurrency: int, stats: DemoStats, seed: int | None = None) -> None:
+    """Run ``concurrency`` simulated-user loops against the server for ``seconds``."""
+    rng = random.Random(seed)
+    deadline = time.monotonic() + seconds
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = decision_pb2_grpc.DecisionServiceStub(channel)
+
+        async def user_loop() -> None:
+            while time.monotonic() < deadline:
+                user = rng.choice(users.users)
+                try:
+                    decision = await stub.Select(pb.SelectRequest(
+                        experiment_id=experiment_id, user_id=user,
+                        candidate_arms=users.rated[user], context={"source": "demo"},
+                    ), timeout=5)
+                    reward = users.liked[(user, decision.arm)]
+                    await stub.Reward(pb.RewardRequest(decision_id=decision.decision_id,
+                                                       value=reward), timeout=5)
+                except grpc.aio.AioRpcError:
+                    stats.errors += 1
+                    await asyncio.sleep(0.05)
+                    continue
+                stats.record(decision.policy, decision.arm, reward)
+
+        await asyncio.gather(*(user_loop() for _ in range(concurrency)))
+
+
+def render(stats: DemoStats, experiment_id: str, seconds: float):
+    """The live view: throughput, reward rate per policy, top arm shares."""
+    from rich.console import Group
+    from rich.table import Table
+
+    elapsed = time.monotonic() - stats.started
+    head = Table.grid()
+    head.add_row(f"[bold]banditd demo[/bold] — experiment {experiment_id} — "
+                 f"{elapsed:4.0f}/{seconds:.0f}s — {stats.decisions} decisions "
+                 f"({stats.decisions / elapsed if elapsed else 0:.0f}/s), {stats.errors} errors")
+    policies = Table(title="reward rate by policy", header_style="bold")
+    for column in ("policy", "decisions", "reward rate", "cumulative reward"):
+        policies.add_column(column)
+    for policy in POLICIES:
+        rate = stats.rate(policy)
+        policies.add_row(policy, str(stats.by_policy[policy]),
+                         "-" if rate is None else f"{rate:.3f}",
+                         f"{stats.reward_by_policy[policy]:.0f}")
+    arms = Table(title="arm shares (top 10)", header_style="bold")
+    arms.add_column("arm")
+    arms.add_column("share")
+    for arm, n in stats.arm_counts.most_common(10):
+        arms.add_row(arm, f"{n / stats.decisions:.1%}")
+    return Group(head, policies, arms)
+
+
+def plot(stats: DemoStats, path: Path) -> Path:
+    """PNG of cumulative reward per policy against time."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for policy in POLICIES:
+        points = [(t, r) for t, p, r in stats.curve if p == policy]
+        if points:
+            ax.plot([t for t, _ in points], [r for _, r in points], label=policy)
+    ax.set_xlabel("seconds")
+    ax.set_ylabel("cumulative reward (liked recommendations)")
+    ax.set_title("banditd demo: cumulative reward per policy")
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
