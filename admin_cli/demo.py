@@ -159,23 +159,30 @@ def render(stats: DemoStats, experiment_id: str, seconds: float):
 
 
 def plot(stats: DemoStats, path: Path) -> Path:
-    """PNG of cumulative reward per policy against time."""
+    """PNG: cumulative reward per policy against time, and each policy's running reward
+    rate against its own decisions (policies get different numbers of users)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, (cumulative, rate) = plt.subplots(1, 2, figsize=(12, 5))
     for policy in POLICIES:
         points = [(t, r) for t, p, r in stats.curve if p == policy]
-        if points:
-            ax.plot([t for t, _ in points], [r for _, r in points], label=policy)
-    ax.set_xlabel("seconds")
-    ax.set_ylabel("cumulative reward (liked recommendations)")
-    ax.set_title("banditd demo: cumulative reward per policy")
-    ax.legend()
+        if not points:
+            continue
+        cumulative.plot([t for t, _ in points], [r for _, r in points], label=policy)
+        n = np.arange(1, len(points) + 1)
+        rate.plot(n, np.array([r for _, r in points]) / n, label=policy)
+    cumulative.set(xlabel="seconds", ylabel="cumulative reward (liked recommendations)",
+                   title="cumulative reward per policy")
+    rate.set(xlabel="decisions of the policy", ylabel="reward rate so far",
+             title="running reward rate per policy")
+    rate.set_ylim(0, 1)
+    for ax in (cumulative, rate):
+        ax.legend()
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
