@@ -1,0 +1,49 @@
+"""banditctl demo against a real server process, on a MovieLens fixture."""
+
+import json
+
+from click.testing import CliRunner
+
+from admin_cli.demo import build_users
+from admin_cli.main import main
+from admin_cli.offline.movielens import read_movielens
+from tests.admin_cli.offline.movielens_fixtures import make_fixture, write_ml100k
+
+
+def test_users_are_offered_only_movies_they_rated(tmp_path):
+    data = read_movielens(write_ml100k(tmp_path / "ml", make_fixture(n_users=30, n_movies=8)))
+    users = build_users(data, n_arms=5, threshold=4.0)
+    assert len(users.arms) == 5
+    for user in users.users:
+        assert len(users.rated[user]) >= 2
+        assert set(users.rated[user]) <= set(users.arms)
+        for arm in users.rated[user]:
+            assert users.liked[(user, arm)] in (0.0, 1.0)
+
+
+def test_demo_drives_a_running_server_and_writes_its_plot(cli_db, server_process, tmp_path):
+    path = write_ml100k(tmp_path / "ml", make_fixture(n_users=40, n_movies=8))
+    proc = server_process(cli_db)
+    proc.wait_serving()
+    out = tmp_path / "demo.png"
+    result = CliRunner().invoke(main, [
+        "demo", "--address", proc.address, "--seconds", "2", "--movielens", str(path),
+        "--arms", "6", "--out", str(out), "--json", "--seed", "3", "--database-url", cli_db,
+    ])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert summary["errors"] == 0
+    assert summary["decisions"] > 50
+    assert sum(p["decisions"] for p in summary["policies"].values()) == summary["decisions"]
+    assert out.stat().st_size > 10_000
+    assert proc.terminate() == 0
+
+
+def test_demo_without_a_server_fails_clearly(cli_db, tmp_path):
+    path = write_ml100k(tmp_path / "ml", make_fixture(n_users=40, n_movies=8))
+    result = CliRunner().invoke(main, [
+        "demo", "--address", "127.0.0.1:1", "--seconds", "1", "--movielens", str(path),
+        "--arms", "6", "--out", str(tmp_path / "x.png"), "--json", "--database-url", cli_db,
+    ])
+    assert result.exit_code == 1
+    assert "is `make serve` running?" in result.output
