@@ -165,6 +165,17 @@ async def events(conn: asyncpg.Connection, experiment_id: str) -> list[asyncpg.R
     )
 
 
+async def _lock(conn: asyncpg.Connection, experiment_id: str) -> Experiment:
+    """Read an experiment for update (inside the caller's transaction)."""
+    row = await conn.fetchrow(
+        f"SELECT {_COLUMNS} FROM experiments WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
+        experiment_id,
+    )
+    if row is None:
+        raise ExperimentNotFound(experiment_id)
+    return experiment_from_row(row)
+
+
 _TRANSITIONS: dict[str, tuple[tuple[Status, ...], Status]] = {
     "start": (("draft",), "running"),
     "stop": (("running",), "stopped"),
@@ -190,13 +201,7 @@ async def change_status(
     allowed_from, target = _TRANSITIONS[action]
     actor = actor or current_actor()
     async with conn.transaction():
-        row = await conn.fetchrow(
-            f"SELECT {_COLUMNS} FROM experiments WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
-            experiment_id,
-        )
-        if row is None:
-            raise ExperimentNotFound(experiment_id)
-        experiment = experiment_from_row(row)
+        experiment = await _lock(conn, experiment_id)
         if experiment.status not in allowed_from:
             raise InvalidTransition(
                 f"cannot {action} experiment {experiment_id!r}: it is {experiment.status} "
@@ -241,13 +246,8 @@ async def update_settings(
     """
     actor = actor or current_actor()
     async with conn.transaction():
-        row = await conn.fetchrow(
-            f"SELECT {_COLUMNS} FROM experiments WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
-            experiment_id,
-        )
-        if row is None:
-            raise ExperimentNotFound(experiment_id)
-        current = experiment_from_row(row).spec
+        locked = await _lock(conn, experiment_id)
+        current = locked.spec
         changes: dict[str, tuple[Any, Any]] = {}
         if traffic_pct is not None and traffic_pct != current.traffic_pct:
             changes["traffic_pct"] = (current.traffic_pct, traffic_pct)
@@ -258,7 +258,7 @@ async def update_settings(
                 if merged != old:
                     changes[name] = (old, merged)
         if not changes:
-            return experiment_from_row(row)
+            return locked
         spec = dataclasses.replace(current, **{k: new for k, (_, new) in changes.items()})
         spec.validate_operations()
         row = await conn.fetchrow(
