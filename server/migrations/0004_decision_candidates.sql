@@ -1,0 +1,15 @@
+-- The candidate set a decision was made from.
+--
+-- Select accepts `candidate_arms`, a per-request subset of the experiment's arms, and
+-- the propensity the server logs is the probability of the chosen arm *among that
+-- subset*. Off-policy evaluation (`banditctl evaluate`) must therefore restrict every
+-- target policy to the same subset, so it needs the subset:
+--
+--   candidates IS NULL  -> the request offered every arm of the experiment;
+--   otherwise           -> the names of the arms the request offered (the chosen
+--                          `arm` is one of them).
+--
+-- Decisions logged before this migration have NULL and are treated as full-arm
+-- requests, which is wrong for any that were in fact made from a subset.
+-- A nullable column without a default: adding it rewrites nothing.
+ALTER TABLE decisions ADD COLUMN candidates text[];
