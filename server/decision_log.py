@@ -80,8 +80,8 @@ class DecisionLog:
         if len(buffer) >= self.batch_size:
             self._wakeup.set()
 
-    def count_call(self, experiment_key: int, method: str, code: str) -> None:
-        self._counts[(experiment_key, method, code)] += 1
+    def count_call(self, experiment_key: int, method: str, code: str, n: int = 1) -> None:
+        self._counts[(experiment_key, method, code)] += n
 
     async def run(self) -> None:
         """Flush forever (until cancelled)."""

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core_ext import Rng
+from core_ext import BUCKETS, Rng, hash64
 from core_ext.policies import make_kernel
-from server.assignment import buckets, policy_table, traffic_threshold, user_hash
+from server.assignment import SEPARATOR, policy_table, traffic_threshold
 from server.experiment import DEFAULT_POLICY, Experiment
 
 # Stable wire codes of policies and of served_by, as encoded in decision ids.
@@ -40,16 +40,65 @@ class PolicyState:
     pulls: np.ndarray
     reward_sum: np.ndarray
     kernel: object
+    # served_by of a decision by this policy for a user inside the experiment.
+    served_by: int = POLICY
+
+
+class ArmTables:
+    """Arm-name tuples and name -> index dicts, shared by experiments with the same arms.
+
+    A thousand experiments over one catalogue of a thousand arms otherwise hold a
+    million arm-name strings and a thousand identical 1,000-entry dicts. Entries are
+    reference-counted by the registry and dropped with their last experiment. An index
+    dict is built on first use (a Select with candidate_arms, a reward by arm name):
+    many experiments never need one. The shared dicts are read-only.
+    """
+
+    __slots__ = ("_tables",)
+
+    def __init__(self) -> None:
+        self._tables: dict[tuple[str, ...], list] = {}  # arms -> [arms, index, users]
+
+    def acquire(self, arms: tuple[str, ...]) -> tuple[str, ...]:
+        """The shared tuple equal to ``arms`` (counted as one more user)."""
+        entry = self._tables.get(arms)
+        if entry is None:
+            entry = [arms, None, 0]
+            self._tables[arms] = entry
+        entry[2] += 1
+        return entry[0]
+
+    def index(self, arms: tuple[str, ...]) -> dict[str, int]:
+        """The shared arm name -> index dict of an acquired ``arms``."""
+        entry = self._tables.get(arms)
+        if entry is None:  # released meanwhile (the runtime was replaced): a private one
+            return _index_of(arms)
+        if entry[1] is None:
+            entry[1] = _index_of(arms)
+        return entry[1]
+
+    def release(self, arms: tuple[str, ...]) -> None:
+        entry = self._tables.get(arms)
+        if entry is not None:
+            entry[2] -= 1
+            if entry[2] <= 0:
+                del self._tables[arms]
+
+    def __len__(self) -> int:
+        return len(self._tables)
 
 
 class ExperimentRuntime:
     """Everything Select and Reward need about one experiment, in memory."""
 
     __slots__ = (
-        "arm_index",
+        "_arm_index",
+        "_arm_tables",
         "arms",
         "default_policy",
         "experiment",
+        "hash_prefix",
+        "id",
         "key",
         "policies",
         "policy_by_code",
@@ -60,13 +109,18 @@ class ExperimentRuntime:
         "traffic_threshold",
     )
 
-    def __init__(self, experiment: Experiment, rng: Rng) -> None:
+    def __init__(
+        self, experiment: Experiment, rng: Rng, arm_tables: ArmTables | None = None
+    ) -> None:
         spec = experiment.spec
         self.experiment = experiment
+        self.id = spec.id
         self.key = experiment.key
-        self.arms = spec.arms
-        self.arm_index = {arm: i for i, arm in enumerate(spec.arms)}
+        self._arm_tables = arm_tables
+        self._arm_index: dict[str, int] | None = None
+        self.arms = spec.arms if arm_tables is None else arm_tables.acquire(spec.arms)
         self.salt = spec.salt.encode("ascii")
+        self.hash_prefix = self.salt + SEPARATOR  # hash input = prefix | utf8(user_id)
         # Epoch-second bounds of the serving period, so the hot path compares floats.
         running = experiment.status == "running"
         self.serving_from = (
@@ -88,23 +142,42 @@ class ExperimentRuntime:
                 make_kernel(
                     name, spec.kernel_params(name), pulls[i], sums[i], rng, spec.arms
                 ),
+                CONTROL if name == DEFAULT_POLICY else POLICY,
             )
             for i, name in enumerate(spec.policies)
         )
         self.policy_by_code = {p.code: p for p in self.policies}
-        # What users outside the experiment get; control never reads statistics, so
-        # these arrays stay zero and its rewards teach nothing.
-        idle_pulls, idle_sums = np.zeros(n_arms), np.zeros(n_arms)
-        self.default_policy = PolicyState(
-            DEFAULT_POLICY,
-            POLICY_CODES[DEFAULT_POLICY],
-            idle_pulls,
-            idle_sums,
-            make_kernel(
-                DEFAULT_POLICY, spec.kernel_params(DEFAULT_POLICY), idle_pulls, idle_sums, rng,
-                spec.arms,
-            ),
-        )
+        # What users outside the experiment get. Control never reads statistics and the
+        # default policy's rewards teach nothing (they are not LEARNING_SERVED_BY), so
+        # when control is under test its kernel (same parameters, same generator) serves
+        # the default too; otherwise a kernel over arrays that stay zero.
+        control = next((p for p in self.policies if p.name == DEFAULT_POLICY), None)
+        if control is not None:
+            self.default_policy = PolicyState(
+                DEFAULT_POLICY, control.code, control.pulls, control.reward_sum, control.kernel,
+            )
+        else:
+            idle_pulls, idle_sums = np.zeros(n_arms), np.zeros(n_arms)
+            self.default_policy = PolicyState(
+                DEFAULT_POLICY,
+                POLICY_CODES[DEFAULT_POLICY],
+                idle_pulls,
+                idle_sums,
+                make_kernel(
+                    DEFAULT_POLICY, spec.kernel_params(DEFAULT_POLICY), idle_pulls, idle_sums,
+                    rng, spec.arms,
+                ),
+            )
+
+    @property
+    def arm_index(self) -> dict[str, int]:
+        """Arm name -> index (read-only; built on first use, shared when arms are)."""
+        index = self._arm_index
+        if index is None:
+            tables = self._arm_tables
+            index = _index_of(self.arms) if tables is None else tables.index(self.arms)
+            self._arm_index = index
+        return index
 
     def serving(self, now_s: float) -> bool:
         """True while the policies under test serve (running, started, before ``end_at``)."""
@@ -112,14 +185,15 @@ class ExperimentRuntime:
 
     def assign(self, user_id: str, now_s: float) -> tuple[PolicyState, int]:
         """The policy that serves ``user_id`` at ``now_s`` and why (a served_by code)."""
-        if not self.serving(now_s):
+        if not self.serving_from <= now_s < self.serving_until:  # not self.serving(now_s)
             rolled_back = self.experiment.status == "rolled_back"
             return self.default_policy, ROLLED_BACK if rolled_back else EXPERIMENT_STOPPED
-        traffic_bucket, policy_bucket = buckets(user_hash(self.salt, user_id))
-        if traffic_bucket >= self.traffic_threshold:
+        # server.assignment.buckets(user_hash(salt, user_id)), inlined: the hot path.
+        h = hash64(self.hash_prefix + user_id.encode("utf-8"))
+        if h % BUCKETS >= self.traffic_threshold:
             return self.default_policy, OUTSIDE_TRAFFIC
-        policy = self.policies[self.policy_for_bucket[policy_bucket]]
-        return policy, CONTROL if policy.code == POLICY_CODES["control"] else POLICY
+        policy = self.policies[self.policy_for_bucket[(h // BUCKETS) % BUCKETS]]
+        return policy, policy.served_by
 
     def adopt_statistics(self, previous: ExperimentRuntime) -> None:
         """Carry learned statistics over from the runtime this one replaces."""
@@ -141,15 +215,20 @@ class ExperimentRuntime:
             policy.reward_sum[index] = reward_sum
 
 
+def _index_of(arms: tuple[str, ...]) -> dict[str, int]:
+    return {arm: i for i, arm in enumerate(arms)}
+
+
 class Registry:
     """Live experiments by id and by numeric key."""
 
-    __slots__ = ("_by_id", "_by_key", "rng")
+    __slots__ = ("_by_id", "_by_key", "arm_tables", "rng")
 
     def __init__(self, rng: Rng) -> None:
         self.rng = rng
         self._by_id: dict[str, ExperimentRuntime] = {}
         self._by_key: dict[int, ExperimentRuntime] = {}
+        self.arm_tables = ArmTables()
 
     def get(self, experiment_id: str) -> ExperimentRuntime | None:
         return self._by_id.get(experiment_id)
@@ -165,10 +244,15 @@ class Registry:
 
     def upsert(self, experiment: Experiment) -> ExperimentRuntime:
         """Install or replace an experiment's runtime, keeping its learned statistics."""
-        runtime = ExperimentRuntime(experiment, self.rng)
+        runtime = ExperimentRuntime(experiment, self.rng, self.arm_tables)
+        if runtime.arms is not experiment.spec.arms:
+            # An equal tuple is already held: let the spec share it too, so that the
+            # strings this row was decoded into can be freed (same value, frozen spec).
+            object.__setattr__(experiment.spec, "arms", runtime.arms)
         previous = self._by_id.get(experiment.id)
         if previous is not None:
             runtime.adopt_statistics(previous)
+            self.arm_tables.release(previous.arms)
         self._by_id[experiment.id] = runtime
         self._by_key[experiment.key] = runtime
         return runtime
@@ -177,3 +261,4 @@ class Registry:
         runtime = self._by_id.pop(experiment_id, None)
         if runtime is not None:
             self._by_key.pop(runtime.key, None)
+            self.arm_tables.release(runtime.arms)

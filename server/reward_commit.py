@@ -1,19 +1,28 @@
 """Durable, exactly-once rewards with group commit.
 
 ``submit`` queues a reward and waits for its outcome. Committer tasks (one
-connection each) take *everything* queued at that moment and commit it in one
-transaction — natural group commit: under load a batch grows to whatever
-arrived during the previous commit, so one fsync is shared by many calls, and at
-low load a reward waits for exactly one commit. Each transaction
+connection each, held across commits) take *everything* queued at that moment and
+commit it in one transaction — natural group commit: under load a batch grows to
+whatever arrived during the previous commit, so one fsync is shared by many calls,
+and at low load a reward waits for exactly one commit. Each transaction is one
+statement (one round trip; PostgreSQL runs a statement with its data-modifying
+CTEs atomically) that
 
 1. inserts the reward rows with ``ON CONFLICT (decision_id) DO NOTHING
    RETURNING decision_id`` — the unique key makes a retry, or the same reward sent
    to another replica, a no-op that is detected at commit;
-2. adds the applied rewards of learning decisions (served by a policy under test)
-   into ``arm_stats``, in a fixed key order so concurrent committers never
-   deadlock;
+2. adds the rewards of step 1 that were applied and belong to learning decisions
+   (served by a policy under test) into ``arm_stats``, in a fixed key order so
+   concurrent committers never deadlock;
 3. commits. Only then are the futures resolved and the in-memory statistics
    updated, so memory never holds a reward the database does not.
+
+Only when some rewards were duplicates does a second, read-only statement look up
+whether the committed reward was a default one (the window had closed).
+
+One committer by default: a commit costs the event loop ~150 us of CPU whatever its
+size, and two committers split the same arrivals into groups half as large (measured
+at 64 concurrent callers: 1.5 vs 3.8 rewards per group, ~2,000 vs ~2,700 acks/s).
 
 If anything fails the transaction rolls back, every caller in the batch gets
 ``RewardStoreUnavailable`` (the RPC answers UNAVAILABLE) and nothing was counted:
@@ -72,13 +81,25 @@ class PendingReward:
 class RewardCommitter:
     """Group-commits rewards and applies them to the in-memory statistics."""
 
-    def __init__(self, pool, registry: Registry, *, committers: int = 2) -> None:
+    def __init__(
+        self,
+        pool,
+        registry: Registry,
+        *,
+        committers: int = 1,
+        commit_delay: float = 0.001,
+        full_group: int = 32,
+    ) -> None:
         self._pool = pool
         self._registry = registry
         self._queue: list[PendingReward] = []
         self._ready = asyncio.Event()
         self._committers = committers
         self._last_policy_log: dict[tuple[int, int], float] = {}
+        self._reward_children: dict[tuple[RewardOutcome, str], object] = {}
+        self._last_batch = 0
+        self.commit_delay = commit_delay  # seconds a group may wait to fill under load
+        self.full_group = full_group      # ... unless it already holds this many rewards
 
     async def submit(self, reward: PendingReward) -> RewardOutcome:
         self._queue.append(reward)
@@ -98,58 +119,82 @@ class RewardCommitter:
             await asyncio.sleep(0.005)
 
     async def _commit_loop(self) -> None:
-        while True:
-            while not self._queue:
-                self._ready.clear()
-                await self._ready.wait()
-            batch, self._queue = self._queue, []
-            try:
-                await self._commit(batch)
-            except asyncio.CancelledError:
-                _fail(batch, RewardStoreUnavailable("server is shutting down; retry"))
-                raise
+        conn = None
+        try:
+            while True:
+                while not self._queue:
+                    self._ready.clear()
+                    await self._ready.wait()
+                # One more loop iteration: calls whose bytes already arrived get queued
+                # too, so a busy loop commits fewer, larger groups (one commit costs a
+                # round trip and an fsync whatever its size).
+                await asyncio.sleep(0)
+                # Under load (the last group held several rewards) wait a little longer
+                # for the group to fill, like PostgreSQL's commit_delay: a commit costs
+                # ~150 us of this loop's CPU whatever its size, so at 64 concurrent
+                # callers 1 ms here took groups from 4 to 10 rewards and the acks from
+                # ~2,700 to ~3,700/s. A lone caller (groups of 1) never waits.
+                if self._last_batch > 1 and len(self._queue) < self.full_group:
+                    await asyncio.sleep(self.commit_delay)
+                if not self._queue:
+                    continue
+                batch, self._queue = self._queue, []
+                self._last_batch = len(batch)
+                try:
+                    if conn is None:
+                        conn = await self._pool.acquire()
+                    if not await self._commit(conn, batch):
+                        await self._release(conn)
+                        conn = None
+                except asyncio.CancelledError:
+                    _fail(batch, RewardStoreUnavailable("server is shutting down; retry"))
+                    raise
+                except Exception as exc:  # no connection: like a failed commit
+                    api_log.error("ERROR reward commit failed for %d rewards: %s",
+                                  len(batch), exc)
+                    _fail(batch, RewardStoreUnavailable(f"reward store unavailable ({exc}); "
+                                                        "retry"))
+                    if conn is not None:
+                        await self._release(conn)
+                        conn = None
+        finally:
+            if conn is not None:
+                await asyncio.shield(self._release(conn))
 
-    async def _commit(self, batch: list[PendingReward]) -> None:
+    async def _release(self, conn) -> None:
+        """Give a connection back (a broken one is closed by the pool); never raises."""
+        try:
+            await self._pool.release(conn)
+        except Exception as exc:
+            api_log.error("ERROR releasing a reward-commit connection: %s", exc)
+
+    async def _commit(self, conn, batch: list[PendingReward]) -> bool:
+        """Commit ``batch`` and resolve its futures; False when the commit failed."""
         by_id: dict[str, list[PendingReward]] = defaultdict(list)
         for reward in batch:
             by_id[reward.decision_id].append(reward)
         firsts = sorted((group[0] for group in by_id.values()), key=lambda r: r.decision_id)
         started = time.perf_counter()
         try:
-            async with self._pool.acquire() as conn, conn.transaction():
-                applied_ids = {
-                    row[0]
-                    for row in await conn.fetch(
-                        """INSERT INTO rewards (decision_id, experiment_key, policy, arm,
-                               served_by, value, source, decided_at, event_time)
-                           SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[],
-                               $5::text[], $6::float8[], $7::text[], $8::timestamptz[],
-                               $9::timestamptz[])
-                           ON CONFLICT (decision_id) DO NOTHING
-                           RETURNING decision_id""",
-                        *_columns(firsts),
-                    )
-                }
-                applied = [r for r in firsts if r.decision_id in applied_ids]
-                await _add_to_arm_stats(conn, applied)
-                conflicts = [r.decision_id for r in firsts if r.decision_id not in applied_ids]
-                existing = (
-                    dict(
-                        await conn.fetch(
-                            "SELECT decision_id, source FROM rewards WHERE decision_id = ANY($1)",
-                            conflicts,
-                        )
-                    )
-                    if conflicts
-                    else {}
-                )
+            applied_ids = {row[0] for row in await conn.fetch(_COMMIT_SQL, *_columns(firsts))}
+            applied = [r for r in firsts if r.decision_id in applied_ids]
+            conflicts = [r.decision_id for r in firsts if r.decision_id not in applied_ids]
+            existing = (
+                dict(await conn.fetch(
+                    "SELECT decision_id, source FROM rewards WHERE decision_id = ANY($1)",
+                    conflicts,
+                ))
+                if conflicts
+                else {}
+            )
         except Exception as exc:
             api_log.error("ERROR reward commit failed for %d rewards: %s", len(batch), exc)
             _fail(batch, RewardStoreUnavailable(f"reward store unavailable ({exc}); retry"))
-            return
+            return False
         METRICS.commit_seconds.observe(time.perf_counter() - started)
         METRICS.commit_batch.observe(len(batch))
         self._apply_in_memory(applied)
+        counted = self._reward_children
         for decision_id, group in by_id.items():
             first = group[0]
             if decision_id in applied_ids:
@@ -162,9 +207,14 @@ class RewardCommitter:
                 result = outcome if i == 0 or outcome is not RewardOutcome.APPLIED else (
                     RewardOutcome.DUPLICATE
                 )
-                METRICS.rewards.labels(result.value, reward.source).inc()
+                child = counted.get((result, reward.source))
+                if child is None:
+                    child = METRICS.rewards.labels(result.value, reward.source)
+                    counted[(result, reward.source)] = child
+                child.inc()
                 if not reward.future.done():
                     reward.future.set_result(result)
+        return True
 
     def _apply_in_memory(self, applied: list[PendingReward]) -> None:
         now = time.monotonic()
@@ -204,31 +254,45 @@ def _columns(rewards: list[PendingReward]) -> tuple[list, ...]:
         [r.source for r in rewards],
         [r.decided_at for r in rewards],
         [r.event_time for r in rewards],
+        [r.normalised for r in rewards],
+        [r.served_by in LEARNING_SERVED_BY for r in rewards],
     )
 
 
-async def _add_to_arm_stats(conn, applied: list[PendingReward]) -> None:
-    """Add applied learning rewards to ``arm_stats`` (normalised to [0, 1])."""
-    totals: dict[tuple[int, str, str], list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
-    for r in applied:
-        if r.served_by in LEARNING_SERVED_BY:
-            t = totals[(r.experiment_key, POLICY_BY_CODE[r.policy_code], r.arm)]
-            t[0] += 1.0
-            t[1] += r.normalised
-            t[2] += r.normalised * r.normalised
-    if not totals:
-        return
-    keys = sorted(totals)  # one lock order for every committer: no deadlocks
-    await conn.execute(
-        """INSERT INTO arm_stats AS s (experiment_key, policy, arm, pulls, reward_sum,
-               reward_sum_sq)
-           SELECT * FROM unnest($1::int[], $2::text[], $3::text[], $4::float8[], $5::float8[],
-               $6::float8[])
-           ON CONFLICT (experiment_key, policy, arm) DO UPDATE SET
-               pulls = s.pulls + EXCLUDED.pulls,
-               reward_sum = s.reward_sum + EXCLUDED.reward_sum,
-               reward_sum_sq = s.reward_sum_sq + EXCLUDED.reward_sum_sq,
-               updated_at = now()""",
-        [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys],
-        [totals[k][0] for k in keys], [totals[k][1] for k in keys], [totals[k][2] for k in keys],
-    )
+# One statement, one transaction: the reward rows, then the applied learning rewards
+# (normalised to [0, 1]) added to ``arm_stats`` in key order (one lock order for every
+# committer: no deadlocks); returns the ids that were applied. PostgreSQL runs every
+# data-modifying CTE to completion, whether or not the outer query reads it.
+_COMMIT_SQL = """
+WITH input AS (
+    SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::text[],
+        $6::float8[], $7::text[], $8::timestamptz[], $9::timestamptz[], $10::float8[],
+        $11::bool[])
+        AS t(decision_id, experiment_key, policy, arm, served_by, value, source, decided_at,
+             event_time, normalised, learning)
+),
+applied AS (
+    INSERT INTO rewards (decision_id, experiment_key, policy, arm, served_by, value, source,
+                         decided_at, event_time)
+    SELECT decision_id, experiment_key, policy, arm, served_by, value, source, decided_at,
+           event_time
+    FROM input
+    ON CONFLICT (decision_id) DO NOTHING
+    RETURNING decision_id
+),
+learned AS (
+    INSERT INTO arm_stats AS s (experiment_key, policy, arm, pulls, reward_sum, reward_sum_sq)
+    SELECT i.experiment_key, i.policy, i.arm, count(*)::float8, sum(i.normalised),
+           sum(i.normalised * i.normalised)
+    FROM input i JOIN applied a USING (decision_id)
+    WHERE i.learning
+    GROUP BY i.experiment_key, i.policy, i.arm
+    ORDER BY i.experiment_key, i.policy, i.arm
+    ON CONFLICT (experiment_key, policy, arm) DO UPDATE SET
+        pulls = s.pulls + EXCLUDED.pulls,
+        reward_sum = s.reward_sum + EXCLUDED.reward_sum,
+        reward_sum_sq = s.reward_sum_sq + EXCLUDED.reward_sum_sq,
+        updated_at = now()
+)
+SELECT decision_id FROM applied
+"""

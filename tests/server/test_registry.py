@@ -1,0 +1,66 @@
+"""The registry shares what experiments have in common and frees it with them."""
+
+from datetime import UTC, datetime
+
+import numpy as np
+
+from core_ext import Rng
+from server.experiment import Experiment, ExperimentSpec
+from server.registry import CONTROL, OUTSIDE_TRAFFIC, POLICY, Registry
+
+ARMS = tuple(f"movie-{i}" for i in range(50))
+
+
+def _experiment(key: int, arms=ARMS, **spec) -> Experiment:
+    now = datetime.now(UTC)
+    return Experiment(key=key, spec=ExperimentSpec(id=f"e{key}", name="n", arms=arms, **spec),
+                      status="running", start_at=now, end_at=None, updated_at=now)
+
+
+def test_equal_arm_lists_share_one_tuple_and_index():
+    registry = Registry(Rng(1))
+    a = registry.upsert(_experiment(1, arms=tuple(ARMS)))
+    b = registry.upsert(_experiment(2, arms=tuple(str(x) for x in ARMS)))  # equal, not same
+    assert a.arms is b.arms and b.experiment.spec.arms is a.arms
+    assert a.arm_index is b.arm_index
+    assert a.arm_index["movie-7"] == 7
+    assert a.policy_for_bucket is b.policy_for_bucket  # equal splits share their table
+
+
+def test_shared_tables_are_dropped_with_their_last_experiment():
+    registry = Registry(Rng(1))
+    registry.upsert(_experiment(1))
+    registry.upsert(_experiment(2))
+    registry.upsert(_experiment(1))  # a reload replaces the runtime, keeps one user
+    assert len(registry.arm_tables) == 1
+    registry.remove("e1")
+    assert len(registry.arm_tables) == 1
+    registry.remove("e2")
+    assert len(registry.arm_tables) == 0
+
+
+def test_arm_index_of_a_replaced_runtime_still_answers():
+    registry = Registry(Rng(1))
+    old = registry.upsert(_experiment(1))
+    registry.remove("e1")
+    assert old.arm_index["movie-3"] == 3
+
+
+def test_default_policy_is_control_and_learns_nothing():
+    registry = Registry(Rng(1))
+    runtime = registry.upsert(_experiment(1, traffic_pct=0.0))
+    policy, served_by = runtime.assign("alice", datetime.now(UTC).timestamp())
+    assert (policy.name, served_by) == ("control", OUTSIDE_TRAFFIC)
+    before = [p.pulls.copy() for p in runtime.policies]
+    for _ in range(100):
+        policy.kernel.select(None)
+    assert all(np.array_equal(b, p.pulls) for b, p in zip(before, runtime.policies, strict=True))
+
+
+def test_policies_report_why_they_served():
+    registry = Registry(Rng(1))
+    runtime = registry.upsert(_experiment(1))
+    now = datetime.now(UTC).timestamp()
+    seen = {(p.name, s) for p, s in (runtime.assign(f"user-{i}", now) for i in range(400))}
+    assert seen == {
+        ("thompson", POLICY), ("egreedy", POLICY), ("ucb", POLICY), ("control", CONTROL)}
