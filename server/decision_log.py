@@ -26,11 +26,12 @@ log = logging.getLogger("banditd.workers")
 
 _DECISION_COLUMNS = (
     "decision_id", "experiment_key", "user_id", "policy", "arm", "propensity", "served_by",
-    "decided_at", "latency_us", "context", "server_id",
+    "decided_at", "latency_us", "context", "server_id", "candidates",
 )
 
 # (decision_id, experiment_key, user_id, policy, arm, propensity, served_by,
-#  decided_at_epoch_s, latency_us, context dict or None)
+#  decided_at_epoch_s, latency_us, context dict or None,
+#  candidate arm names offered or None when every arm was)
 DecisionRecord = tuple
 
 
@@ -124,11 +125,11 @@ class DecisionLog:
 
     def _row(self, record: DecisionRecord) -> tuple:
         (decision_id, experiment_key, user_id, policy, arm, propensity, served_by, decided_at,
-         latency_us, context) = record
+         latency_us, context, candidates) = record
         return (
             decision_id, experiment_key, user_id, policy, arm, propensity, served_by,
             datetime.fromtimestamp(decided_at, UTC), latency_us,
-            context or None, self.server_id,
+            context or None, self.server_id, list(candidates) if candidates else None,
         )
 
     async def _write_counts(self, conn, counts: Counter) -> None:

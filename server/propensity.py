@@ -26,6 +26,9 @@ class PropensityRefresher:
             await asyncio.sleep(self.interval)
             for runtime in self._registry:
                 for policy in runtime.policies:
-                    refresh = getattr(policy.kernel, "refresh_propensities", None)
-                    if refresh is not None:
-                        await asyncio.to_thread(refresh)
+                    kernel = policy.kernel
+                    # Only Thompson kernels have a cache, and only changed ones need work:
+                    # a thread hand-off per idle kernel would cost thousands of hops a
+                    # second with many experiments.
+                    if getattr(kernel, "propensity_version", kernel.version) != kernel.version:
+                        await asyncio.to_thread(kernel.refresh_propensities)

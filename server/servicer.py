@@ -179,7 +179,7 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
         served_by_name = SERVED_BY_NAMES[served_by]
         log.append(
             (decision_id, key, user_id, name, arm, propensity, served_by_name, now,
-             int((time.perf_counter() - started) * 1e6), context)
+             int((time.perf_counter() - started) * 1e6), context, candidate_arms or None)
         )
         labels = (runtime.id, name, arm, served_by_name)  # METRICS.decisions.inc, inlined
         n = self._decision_counts.get(labels)

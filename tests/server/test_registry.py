@@ -1,11 +1,13 @@
 """The registry shares what experiments have in common and frees it with them."""
 
+import asyncio
 from datetime import UTC, datetime
 
 import numpy as np
 
 from core_ext import Rng
 from server.experiment import Experiment, ExperimentSpec
+from server.propensity import PropensityRefresher
 from server.registry import CONTROL, OUTSIDE_TRAFFIC, POLICY, Registry
 
 ARMS = tuple(f"movie-{i}" for i in range(50))
@@ -64,3 +66,22 @@ def test_policies_report_why_they_served():
     seen = {(p.name, s) for p, s in (runtime.assign(f"user-{i}", now) for i in range(400))}
     assert seen == {
         ("thompson", POLICY), ("egreedy", POLICY), ("ucb", POLICY), ("control", CONTROL)}
+
+
+async def test_propensity_refresher_brings_a_changed_thompson_cache_up_to_date():
+    registry = Registry(Rng(5))
+    registry.upsert(_experiment(1, policies=("thompson", "ucb")))
+    thompson = registry.get("e1").policies[0].kernel
+    thompson.select(None)  # first select builds the cache
+    assert thompson.propensity_version == thompson.version
+    thompson.update(0, 1.0)
+    assert thompson.propensity_version != thompson.version
+    task = asyncio.create_task(PropensityRefresher(registry, interval=0.01).run())
+    try:
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            if thompson.propensity_version == thompson.version:
+                break
+    finally:
+        task.cancel()
+    assert thompson.propensity_version == thompson.version

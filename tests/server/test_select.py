@@ -79,17 +79,29 @@ async def test_traffic_split_follows_the_configuration(migrated_db_url, start_se
     assert all(r.policy == "control" for r in replies if r.served_by == pb.OUTSIDE_TRAFFIC)
 
 
-async def test_candidate_subset_restricts_the_choice(migrated_db_url, start_server):
+async def test_candidate_subset_restricts_the_choice_and_is_logged(
+    migrated_db_url, start_server
+):
     await make_experiment(migrated_db_url)
     running = await start_server()
     for i in range(40):
         reply = await running.stub.Select(
             pb.SelectRequest(
-                experiment_id="exp", user_id=f"u{i}", candidate_arms=["arm-1", "arm-3"]
+                experiment_id="exp", user_id=f"u{i}", candidate_arms=["arm-3", "arm-1"]
             )
         )
         assert reply.arm in {"arm-1", "arm-3"}
         assert 0.0 < reply.propensity <= 1.0
+    await running.stub.Select(pb.SelectRequest(experiment_id="exp", user_id="all-arms"))
+    await running.server.decision_log.flush()
+    conn = await connect(migrated_db_url)
+    try:
+        logged = await conn.fetch("SELECT user_id, candidates FROM decisions")
+    finally:
+        await conn.close()
+    by_user = {r["user_id"]: r["candidates"] for r in logged}
+    assert by_user.pop("all-arms") is None
+    assert set(map(tuple, by_user.values())) == {("arm-3", "arm-1")}
 
 
 async def test_fixed_control_arm_is_served_with_propensity_one(migrated_db_url, start_server):
