@@ -4,8 +4,9 @@ For each live experiment the registry keeps an ``ExperimentRuntime``: the
 configuration, the assignment tables, the arm-name index, and per policy under
 test the sufficient statistics (``pulls``, ``reward_sum``; one row per policy of
 two C-contiguous float64 arrays) with the Cython kernel that reads them in place.
-Statistics change only when rewards are committed (``apply_rewards``); reloading
-an experiment's configuration keeps them.
+Statistics change only when rewards are committed (``server.reward_commit``) or
+adopted from other replicas (``server.replica_sync``); reloading an experiment's
+configuration keeps them.
 """
 
 from __future__ import annotations
