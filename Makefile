@@ -35,7 +35,7 @@ bench: $(VENV)/.bench-installed services
 	$(BIN)/python -m benchmarks --short
 
 ## demo: simulated MovieLens users against the server from `make serve`
-demo: $(VENV)/.bench-installed
+demo: $(VENV)/.test-installed
 	$(BIN)/banditctl demo
 
 services:
