@@ -14,8 +14,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import os
-import sys
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import date, datetime
@@ -150,7 +148,3 @@ def parse_list(value: str | None, what: str) -> tuple[str, ...]:
 
 def warn(message: str) -> None:
     err_console.print(f"[yellow]warning:[/yellow] {message}")
-
-
-def is_tty() -> bool:
-    return sys.stdout.isatty() and os.environ.get("TERM") != "dumb"

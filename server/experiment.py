@@ -14,7 +14,7 @@ import re
 import secrets
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from core_ext.policies import POLICY_NAMES, params_from_dict
@@ -195,19 +195,6 @@ class Experiment:
     @property
     def id(self) -> str:
         return self.spec.id
-
-    def is_serving(self, now: datetime) -> bool:
-        """True while the bandit policies serve: running, started, not past ``end_at``."""
-        if self.status != "running":
-            return False
-        if self.start_at is not None and now < self.start_at:
-            return False
-        return self.end_at is None or now < self.end_at
-
-    def planned_end(self, start: datetime) -> datetime | None:
-        if self.spec.duration_days is None:
-            return None
-        return start + timedelta(days=self.spec.duration_days)
 
 
 def utcnow() -> datetime:
