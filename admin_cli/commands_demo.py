@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 from pathlib import Path
 
@@ -18,19 +17,21 @@ from admin_cli.cli_support import (
     run,
 )
 
-_DEFAULT_DATA = ("../shared/data/ml-100k", "data/ml-100k")
-
 
 def _find_movielens(path: str | None) -> Path:
-    candidates = [path] if path else [os.environ.get("BANDITD_MOVIELENS"), *_DEFAULT_DATA]
-    for candidate in candidates:
-        if candidate and Path(candidate).exists():
-            return Path(candidate)
-    raise CliError(
-        "no MovieLens data found: pass --movielens PATH (ml-100k u.data/u.item, "
-        "ratings.csv/movies.csv or RecBole .inter/.item), or set BANDITD_MOVIELENS",
-        EXIT_USAGE,
-    )
+    from admin_cli.offline.ml100k import DatasetUnavailable, locate_ml100k
+
+    try:
+        found = locate_ml100k(path, env="BANDITD_MOVIELENS")
+    except DatasetUnavailable as exc:
+        raise CliError(str(exc), EXIT_USAGE) from exc
+    if not found.exists():
+        raise CliError(
+            f"no MovieLens data at {found}: pass --movielens PATH (ml-100k u.data/u.item, "
+            "ratings.csv/movies.csv or RecBole .inter/.item), or set BANDITD_MOVIELENS",
+            EXIT_USAGE,
+        )
+    return found
 
 
 async def _ensure_experiment(db, experiment_id: str, arms: tuple[str, ...]) -> None:
@@ -72,7 +73,8 @@ async def _ensure_experiment(db, experiment_id: str, arms: tuple[str, ...]) -> N
 @click.option("--seconds", default=60.0, show_default=True, type=click.FloatRange(1, 86_400),
               help="How long to simulate users.")
 @click.option("--movielens", "movielens_path", default=None,
-              help="MovieLens data (default: $BANDITD_MOVIELENS or ../shared/data/ml-100k).")
+              help="MovieLens data (default: $BANDITD_MOVIELENS, ../shared/data/ml-100k, "
+                   "else ml-100k fetched once from the recbole wheel on PyPI).")
 @click.option("--arms", "n_arms", default=10, show_default=True, type=click.IntRange(2, 1000),
               help="Arms = this many most-rated movies.")
 @click.option("--threshold", default=4.0, show_default=True, type=float,

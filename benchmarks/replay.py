@@ -17,7 +17,8 @@ The figures are compared with two baselines of the same run and data: uniform pl
 (what control must reproduce: a check that replay is unbiased) and the best arm.
 
 ``python -m benchmarks.replay [--short] [--path DIR]`` reads ml-100k from ``--path``,
-else ``$BANDITD_ML100K``, else ``../shared/data/ml-100k``; writes
+else ``$BANDITD_ML100K``, else ``../shared/data/ml-100k``, else a copy fetched once
+from the ``recbole==1.2.1`` wheel on PyPI (``admin_cli.offline.ml100k``); writes
 ``benchmarks/results/replay.json`` and ``replay.png``.
 """
 
@@ -25,15 +26,12 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "ml-100k"
 BANDITS = ("thompson", "ucb", "egreedy")
 POLICIES = (*BANDITS, "control")
 
@@ -141,6 +139,7 @@ def check_targets(study: Study, result) -> list[tuple[str, bool, str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from admin_cli.offline.ml100k import DatasetUnavailable, locate_ml100k
     from admin_cli.offline.movielens import MovieLensFormatError, read_movielens
     from admin_cli.offline.plots import plot_replay_panels
     from benchmarks.report import RESULTS_DIR, print_target, write_report
@@ -148,11 +147,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.replay", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--short", action="store_true", help="CI mode: fewer runs (< 90 s)")
-    parser.add_argument("--path", type=Path,
-                        default=Path(os.environ.get("BANDITD_ML100K", DEFAULT_DATA)),
-                        help="MovieLens 100K directory (any supported edition)")
+    parser.add_argument("--path", type=Path, default=None,
+                        help="MovieLens 100K directory (any supported edition); default "
+                             "$BANDITD_ML100K, ../shared/data/ml-100k, else fetched once "
+                             "from the recbole wheel on PyPI")
     parser.add_argument("--seed", type=int, default=20110209, help="seed of streams and policies")
     args = parser.parse_args(argv)
+    try:
+        args.path = locate_ml100k(args.path)
+    except DatasetUnavailable as exc:
+        print(exc, file=sys.stderr)
+        return 2
     if not args.path.exists():
         print(f"MovieLens 100K not found at {args.path}: pass --path or set BANDITD_ML100K",
               file=sys.stderr)
