@@ -85,6 +85,7 @@ class BanditServer:
         self.feed: ChangeFeed | None = None
         self.servicer: DecisionServicer | None = None
         self.heartbeat: Heartbeat | None = None
+        self.default_rewards: DefaultRewardWorker | None = None
 
     async def start(self) -> None:
         config = self.config
@@ -123,16 +124,14 @@ class BanditServer:
         await self._grpc.start()
 
         await self.feed.load_all()
+        self.default_rewards = DefaultRewardWorker(
+            self.pool, registry, self.committer, interval=config.default_reward_interval
+        )
         self._tasks = [
             asyncio.create_task(self.feed.run(), name="change-feed"),
             asyncio.create_task(self.decision_log.run(), name="decision-log"),
             asyncio.create_task(self.committer.run(), name="reward-committer"),
-            asyncio.create_task(
-                DefaultRewardWorker(
-                    self.pool, registry, self.committer, interval=config.default_reward_interval
-                ).run(),
-                name="default-rewards",
-            ),
+            asyncio.create_task(self.default_rewards.run(), name="default-rewards"),
             asyncio.create_task(PropensityRefresher(registry).run(), name="propensities"),
             asyncio.create_task(
                 ReplicaSync(self.pool, registry, interval=config.poll_interval).run(),

@@ -7,28 +7,41 @@ committer as client rewards — so it is applied exactly once, even with several
 replicas running the worker, and a client reward racing it loses cleanly (the
 client gets FAILED_PRECONDITION). Each applied default is logged to
 ``workers.log`` as ``Reward <decision_id> computed ...``.
+
+Each experiment keeps a watermark: once a round has found every due decision,
+later rounds scan only decisions newer than the watermark (minus a margin for
+rows the decision log wrote late), so a round costs an index range per
+experiment rather than a pass over the whole decision log.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import UTC, datetime, timedelta
 
 from server.registry import POLICY_BY_CODE, POLICY_CODES, Registry
 from server.reward_commit import PendingReward, RewardCommitter, RewardOutcome
 
 log = logging.getLogger("banditd.workers")
 
+# Due decisions of the experiments in $1, each scanned only from its watermark $2
+# (an index range on decisions (experiment_key, decided_at)) up to $4 minus its window.
 _DUE = """
 SELECT d.decision_id, d.experiment_key, d.policy, d.arm, d.served_by, d.decided_at
-FROM decisions d
-JOIN experiments e ON e.key = d.experiment_key AND e.deleted_at IS NULL
+FROM unnest($1::int[], $2::timestamptz[], $3::float8[]) AS w(key, since, window_s)
+JOIN decisions d ON d.experiment_key = w.key
+    AND d.decided_at >= w.since
+    AND d.decided_at < $4::timestamptz - make_interval(secs => w.window_s)
 WHERE d.served_by IN ('POLICY', 'CONTROL')
-  AND d.decided_at < now() - make_interval(secs => e.reward_window_seconds)
   AND NOT EXISTS (SELECT 1 FROM rewards r WHERE r.decision_id = d.decision_id)
 ORDER BY d.decided_at
-LIMIT $1
+LIMIT $5
 """
+# A decision row may reach the table after its time (the decision log retries while
+# PostgreSQL is away): watermarks trail the scanned range by this much.
+_LATE_ROWS = timedelta(minutes=10)
+_EVER = datetime.min.replace(tzinfo=UTC)
 _SERVED_BY_CODES = {"POLICY": 1, "CONTROL": 2}
 
 
@@ -44,6 +57,8 @@ class DefaultRewardWorker:
         self._committer = committer
         self.interval = interval
         self.batch = batch
+        # experiment key -> every due decision older than this has been handled
+        self._watermarks: dict[int, datetime] = {}
 
     async def run(self) -> None:
         while True:
@@ -56,8 +71,15 @@ class DefaultRewardWorker:
 
     async def run_once(self) -> int:
         """One round; returns how many due decisions it found."""
+        runtimes = list(self._registry)
+        windows = [r.experiment.spec.reward_window_seconds for r in runtimes]
+        keys = [r.key for r in runtimes]
         async with self._pool.acquire() as conn:
-            rows = await conn.fetch(_DUE, self.batch)
+            now = await conn.fetchval("SELECT now()")
+            rows = await conn.fetch(
+                _DUE, keys, [self._watermarks.get(k, _EVER) for k in keys], windows, now,
+                self.batch,
+            )
         pending = []
         for row in rows:
             runtime = self._registry.by_key(row["experiment_key"])
@@ -92,4 +114,7 @@ class DefaultRewardWorker:
                 )
             elif isinstance(outcome, Exception):
                 raise outcome
+        if len(rows) < self.batch:  # every due decision up to now was found and handled
+            for key, window in zip(keys, windows, strict=True):
+                self._watermarks[key] = now - timedelta(seconds=window) - _LATE_ROWS
         return len(rows)

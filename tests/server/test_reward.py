@@ -159,3 +159,24 @@ async def test_replicas_converge_on_each_others_rewards(migrated_db_url, start_s
                     second.server.registry.get("exp").policies, strict=True):
         assert a.pulls.tolist() == b.pulls.tolist()
         assert a.reward_sum.tolist() == b.reward_sum.tolist()
+
+
+async def test_a_decision_row_written_late_still_gets_its_default_reward(
+    migrated_db_url, start_server
+):
+    """The worker's watermark trails by a margin, so a decision the log wrote after the
+    worker had already scanned its time range (e.g. after a database outage) is found."""
+    await make_experiment(migrated_db_url, reward_window_seconds=0.5, default_reward=0.0)
+    running = await start_server()
+    running.server.decision_log.interval = 3600  # hold the row back ...
+    await asyncio.sleep(0.2)  # ... once the flusher's current 0.1 s wait has run out
+    decision = await running.stub.Select(pb.SelectRequest(experiment_id="exp", user_id="u"))
+    await asyncio.sleep(1.0)  # the window closes while the row is still unwritten ...
+    await running.server.default_rewards.run_once()  # ... and a round passes over that range
+    assert await _stats(migrated_db_url) == {}
+    await running.server.decision_log.flush()  # now the row arrives
+
+    async def defaulted():
+        return await _stats(migrated_db_url) == {(decision.policy, decision.arm): (1.0, 0.0)}
+
+    await wait_for(defaulted, timeout=5.0)
