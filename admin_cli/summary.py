@@ -13,7 +13,7 @@ from datetime import datetime
 
 import asyncpg
 
-from admin_cli.stats.intervals import Interval, mean_interval, proportion_interval
+from admin_cli.stats.intervals import Interval, reward_interval
 from admin_cli.stats.sufficient import SampleStats
 from server.experiment import Experiment, utcnow
 from server.experiment_store import get_experiment
@@ -63,11 +63,6 @@ class ExperimentSummary:
         }
 
 
-def _is_binary(sample: SampleStats) -> bool:
-    # 0/1 rewards satisfy sum of squares == sum.
-    return sample.n > 0 and abs(sample.sum_sq - sample.sum) < 1e-9 * max(1.0, sample.sum)
-
-
 async def experiment_summary(conn: asyncpg.Connection, experiment_id: str) -> ExperimentSummary:
     experiment = await get_experiment(conn, experiment_id)
     key = experiment.key
@@ -101,7 +96,7 @@ async def experiment_summary(conn: asyncpg.Connection, experiment_id: str) -> Ex
         sample = rewards.get(name, SampleStats(0.0, 0.0, 0.0))
         ci = None
         if sample.n > 0:
-            ci = proportion_interval(sample) if _is_binary(sample) else mean_interval(sample)
+            ci = reward_interval(sample)
         policies.append(PolicySummary(
             name, share, users / total_users if total_users else None, users, decisions,
             sample, ci,

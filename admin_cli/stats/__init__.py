@@ -44,6 +44,7 @@ from admin_cli.stats.intervals import (
     absolute_lift,
     mean_interval,
     relative_lift,
+    reward_interval,
     wilson_interval,
 )
 from admin_cli.stats.sequential import Look, SequentialResult, msprt, msprt_path
@@ -86,6 +87,7 @@ __all__ = [
     "pool",
     "relative_lift",
     "reward_drops",
+    "reward_interval",
     "rollback_decision",
     "run_checks",
     "srm_test",

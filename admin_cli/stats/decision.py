@@ -44,7 +44,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Literal, get_args
 
 from admin_cli.stats._serialise import json_float
-from admin_cli.stats.intervals import Interval, mean_interval, proportion_interval
+from admin_cli.stats.intervals import Interval, reward_interval
 from admin_cli.stats.sequential import (
     Look,
     SequentialResult,
@@ -283,20 +283,12 @@ class DecisionReport:
         }
 
 
-def _is_binary(sample: SampleStats) -> bool:
-    # For rewards in [0, 1], x² ≤ x with equality only at 0 and 1, so Σx² = Σx ⇔ all 0/1.
-    return sample.sum == sample.sum_sq and 0 <= sample.mean <= 1
-
-
 def summarise(policy: PolicyData, level: float = 0.95) -> ArmSummary:
     """Users, mean with a fixed-horizon interval (Wilson for 0/1 rewards, else t), trend."""
     rewards = policy.rewards
-    if _is_binary(rewards):
-        ci = proportion_interval(rewards, level)
-    else:
-        ci = mean_interval(rewards, level)
     return ArmSummary(
-        policy.name, policy.users, rewards.n, rewards.mean, ci, daily_trend(policy.daily)
+        policy.name, policy.users, rewards.n, rewards.mean, reward_interval(rewards, level),
+        daily_trend(policy.daily),
     )
 
 

@@ -118,6 +118,21 @@ def proportion_interval(sample: SampleStats, level: float = 0.95) -> Interval:
     return wilson_interval(sample.sum, sample.n, level)
 
 
+def is_binary(sample: SampleStats) -> bool:
+    """True when every observation is 0 or 1 (for rewards in [0, 1]).
+
+    x² ≤ x on [0, 1] with equality only at 0 and 1, so Σx² = Σx ⇔ all 0/1.
+    """
+    return sample.sum == sample.sum_sq and 0 <= sample.mean <= 1
+
+
+def reward_interval(sample: SampleStats, level: float = 0.95) -> Interval:
+    """Interval for a reward rate: Wilson for 0/1 rewards, else the t interval."""
+    if is_binary(sample):
+        return proportion_interval(sample, level)
+    return mean_interval(sample, level)
+
+
 def mean_interval(sample: SampleStats, level: float = 0.95, method: MeanMethod = "t") -> Interval:
     """Interval for a population mean μ from x̄ and s².
 

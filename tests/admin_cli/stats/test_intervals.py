@@ -19,6 +19,7 @@ from admin_cli.stats.intervals import (
     mean_interval,
     relative_lift,
     relative_lift_variance,
+    reward_interval,
     wilson_interval,
     z_quantile,
 )
@@ -154,3 +155,12 @@ def test_degenerate_inputs_give_defined_results(interval, finite: bool, message:
 def test_invalid_arguments(call, pattern: str) -> None:
     with pytest.raises(ValueError, match=pattern):
         call()
+
+
+def test_reward_interval_is_wilson_for_zero_one_rewards_and_t_otherwise():
+    binary = SampleStats.from_values([0, 1, 1, 0, 1])
+    assert reward_interval(binary).method == "wilson"
+    graded = SampleStats.from_values([0, 0.5, 1, 0.25, 1])
+    assert reward_interval(graded).method == "t"
+    counts = SampleStats.from_values([0, 2, 1, 3])  # sums of several 0/1 rewards per user
+    assert reward_interval(counts).method == "t"
