@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import importlib
 
-_MODULES = ("_rng", "_arms", "_thompson", "_ucb", "_egreedy", "_control", "_hashing")
+_MODULES = (
+    "_rng", "_arms", "_thompson", "_ucb", "_egreedy", "_control", "_hashing", "_signing",
+    "_decide",
+)
 
 
 def _load(name: str):
@@ -30,7 +33,9 @@ def _load(name: str):
         ) from exc
 
 
-_rng, _arms, _thompson, _ucb, _egreedy, _control, _hashing = (_load(m) for m in _MODULES)
+_rng, _arms, _thompson, _ucb, _egreedy, _control, _hashing, _signing, _decide = (
+    _load(m) for m in _MODULES
+)
 
 Rng = _rng.Rng
 PolicyBase = _arms.PolicyBase
@@ -41,10 +46,14 @@ ControlPolicy = _control.ControlPolicy
 hash64 = _hashing.hash64
 assignment_bucket = _hashing.assignment_bucket
 BUCKETS: int = _hashing.BUCKETS
+DecisionSigner = _signing.DecisionSigner
+Decider = _decide.Decider
 
 __all__ = [
     "BUCKETS",
     "ControlPolicy",
+    "Decider",
+    "DecisionSigner",
     "EpsilonGreedyPolicy",
     "PolicyBase",
     "Rng",

@@ -103,8 +103,8 @@ class BanditServer:
         if not keys:
             raise RuntimeError("no decision-id signing key in the database: "
                                "run `banditctl migrate`")
-        registry = Registry(Rng(config.seed))
         codec = DecisionIdCodec(keys, max(keys), int.from_bytes(os.urandom(4), "big"))
+        registry = Registry(Rng(config.seed), codec.signer(int.from_bytes(os.urandom(4), "big")))
         self.decision_log = DecisionLog(self.pool, self.server_id, capacity=config.decision_buffer)
         self.committer = RewardCommitter(self.pool, registry)
         self.registry = registry

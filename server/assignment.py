@@ -33,28 +33,28 @@ def traffic_threshold(traffic_pct: float) -> int:
     return round(traffic_pct * BUCKETS)
 
 
-def policy_table(split: Sequence[float]) -> tuple[int, ...]:
-    """For each policy bucket, the index of the policy that owns it.
+def policy_table(split: Sequence[float]) -> bytes:
+    """For each policy bucket, the index of the policy that owns it (one byte each).
 
     Policy i owns the buckets in [round(c_{i-1} B), round(c_i B)), where c_i is the
     cumulative split; rounding the cumulative sums (not each share) makes the
     shares add up to exactly B buckets.
 
-    Equal splits get the same (immutable) tuple: a table is B = 10,000 entries (80 kB),
-    and a thousand experiments with the usual equal split then share one.
+    Equal splits get the same (immutable) table of B = 10,000 bytes, so a thousand
+    experiments with the usual equal split share one.
     """
     return _policy_table(tuple(float(s) for s in split))
 
 
 @functools.lru_cache(maxsize=64)
-def _policy_table(split: tuple[float, ...]) -> tuple[int, ...]:
+def _policy_table(split: tuple[float, ...]) -> bytes:
     table: list[int] = []
     cumulative = 0.0
     for index, share in enumerate(split):
         cumulative += share
         upper = BUCKETS if index == len(split) - 1 else round(cumulative * BUCKETS)
         table.extend([index] * (upper - len(table)))
-    return tuple(table)
+    return bytes(table)
 
 
 def buckets(h: int) -> tuple[int, int]:

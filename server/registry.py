@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core_ext import BUCKETS, Rng, hash64
+from core_ext import Decider, DecisionSigner, Rng
 from core_ext.policies import make_kernel
 from server.assignment import SEPARATOR, policy_table, traffic_threshold
 from server.experiment import DEFAULT_POLICY, Experiment
@@ -90,28 +90,33 @@ class ArmTables:
 
 
 class ExperimentRuntime:
-    """Everything Select and Reward need about one experiment, in memory."""
+    """Everything Select and Reward need about one experiment, in memory.
+
+    ``decider`` makes its decisions (assignment, kernel, signed id in one C call);
+    ``slot_policies`` maps the decider's slots to policies: the policies under test in
+    order, then the default policy, so that slot -1 is the default.
+    """
 
     __slots__ = (
         "_arm_index",
         "_arm_tables",
         "arms",
+        "decider",
         "default_policy",
         "experiment",
-        "hash_prefix",
         "id",
         "key",
         "policies",
         "policy_by_code",
-        "policy_for_bucket",
-        "salt",
-        "serving_from",
-        "serving_until",
-        "traffic_threshold",
+        "slot_policies",
     )
 
     def __init__(
-        self, experiment: Experiment, rng: Rng, arm_tables: ArmTables | None = None
+        self,
+        experiment: Experiment,
+        rng: Rng,
+        signer: DecisionSigner,
+        arm_tables: ArmTables | None = None,
     ) -> None:
         spec = experiment.spec
         self.experiment = experiment
@@ -120,17 +125,6 @@ class ExperimentRuntime:
         self._arm_tables = arm_tables
         self._arm_index: dict[str, int] | None = None
         self.arms = spec.arms if arm_tables is None else arm_tables.acquire(spec.arms)
-        self.salt = spec.salt.encode("ascii")
-        self.hash_prefix = self.salt + SEPARATOR  # hash input = prefix | utf8(user_id)
-        # Epoch-second bounds of the serving period, so the hot path compares floats.
-        running = experiment.status == "running"
-        self.serving_from = (
-            (experiment.start_at.timestamp() if experiment.start_at else 0.0)
-            if running else math.inf
-        )
-        self.serving_until = experiment.end_at.timestamp() if experiment.end_at else math.inf
-        self.traffic_threshold = traffic_threshold(spec.traffic_pct)
-        self.policy_for_bucket = policy_table(spec.policy_split)
         n_arms = len(spec.arms)
         pulls = np.zeros((len(spec.policies), n_arms))
         sums = np.zeros((len(spec.policies), n_arms))
@@ -169,6 +163,26 @@ class ExperimentRuntime:
                     rng, spec.arms,
                 ),
             )
+        self.slot_policies = (*self.policies, self.default_policy)
+        # The serving period in epoch seconds: running, from start_at, before end_at.
+        running = experiment.status == "running"
+        serving_from = (
+            (experiment.start_at.timestamp() if experiment.start_at else 0.0)
+            if running else math.inf
+        )
+        self.decider = Decider(
+            signer,
+            experiment.key,
+            spec.salt.encode("ascii") + SEPARATOR,
+            traffic_threshold(spec.traffic_pct),
+            policy_table(spec.policy_split),
+            tuple((p.kernel, p.code, p.served_by) for p in self.policies),
+            (self.default_policy.kernel, self.default_policy.code),
+            OUTSIDE_TRAFFIC,
+            ROLLED_BACK if experiment.status == "rolled_back" else EXPERIMENT_STOPPED,
+            serving_from,
+            experiment.end_at.timestamp() if experiment.end_at else math.inf,
+        )
 
     @property
     def arm_index(self) -> dict[str, int]:
@@ -180,21 +194,10 @@ class ExperimentRuntime:
             self._arm_index = index
         return index
 
-    def serving(self, now_s: float) -> bool:
-        """True while the policies under test serve (running, started, before ``end_at``)."""
-        return self.serving_from <= now_s < self.serving_until
-
     def assign(self, user_id: str, now_s: float) -> tuple[PolicyState, int]:
         """The policy that serves ``user_id`` at ``now_s`` and why (a served_by code)."""
-        if not self.serving_from <= now_s < self.serving_until:  # not self.serving(now_s)
-            rolled_back = self.experiment.status == "rolled_back"
-            return self.default_policy, ROLLED_BACK if rolled_back else EXPERIMENT_STOPPED
-        # server.assignment.buckets(user_hash(salt, user_id)), inlined: the hot path.
-        h = hash64(self.hash_prefix + user_id.encode("utf-8"))
-        if h % BUCKETS >= self.traffic_threshold:
-            return self.default_policy, OUTSIDE_TRAFFIC
-        policy = self.policies[self.policy_for_bucket[(h // BUCKETS) % BUCKETS]]
-        return policy, policy.served_by
+        slot, served_by = self.decider.assign(user_id, now_s)
+        return self.slot_policies[slot], served_by
 
     def adopt_statistics(self, previous: ExperimentRuntime) -> None:
         """Carry learned statistics over from the runtime this one replaces."""
@@ -223,10 +226,11 @@ def _index_of(arms: tuple[str, ...]) -> dict[str, int]:
 class Registry:
     """Live experiments by id and by numeric key."""
 
-    __slots__ = ("_by_id", "_by_key", "arm_tables", "rng")
+    __slots__ = ("_by_id", "_by_key", "arm_tables", "rng", "signer")
 
-    def __init__(self, rng: Rng) -> None:
+    def __init__(self, rng: Rng, signer: DecisionSigner) -> None:
         self.rng = rng
+        self.signer = signer
         self._by_id: dict[str, ExperimentRuntime] = {}
         self._by_key: dict[int, ExperimentRuntime] = {}
         self.arm_tables = ArmTables()
@@ -245,7 +249,7 @@ class Registry:
 
     def upsert(self, experiment: Experiment) -> ExperimentRuntime:
         """Install or replace an experiment's runtime, keeping its learned statistics."""
-        runtime = ExperimentRuntime(experiment, self.rng, self.arm_tables)
+        runtime = ExperimentRuntime(experiment, self.rng, self.signer, self.arm_tables)
         if runtime.arms is not experiment.spec.arms:
             # An equal tuple is already held: let the spec share it too, so that the
             # strings this row was decoded into can be freed (same value, frozen spec).

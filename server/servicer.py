@@ -1,16 +1,14 @@
 """The DecisionService handlers: validate, decide in memory, log, answer.
 
-``Select`` never awaits: validation, assignment, the Cython kernel call, the
-signed decision id and the append to the decision buffer all run synchronously
-on the event loop. ``Reward`` awaits only its group commit. Every failure is a
+``Select`` never awaits: validation, the decision (assignment, kernel and signed
+id in one ``core_ext.Decider`` call) and the append to the decision buffer all run
+synchronously on the event loop. ``Reward`` awaits only its group commit. Every failure is a
 gRPC status with a message a caller can act on, and changes no state.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
-import os
 import time
 from datetime import UTC, datetime
 
@@ -68,14 +66,12 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
         self._codec = codec
         self._log = decision_log
         self._committer = committer
-        self._counter = itertools.count(int.from_bytes(os.urandom(4), "big"))
         self._latency_children: dict[tuple[str, grpc.StatusCode], object] = {}
         self._decision_counts = METRICS.decisions.counts
         self._count_first_decision = METRICS.decisions.inc
         self.draining = False
         # Bound once: the hot path calls these for every decision.
         self._registry_get = registry.get
-        self._encode = codec.encode
         self._select_ok = self._latency_child("Select", grpc.StatusCode.OK)
 
     # -- Select -----------------------------------------------------------------------
@@ -166,14 +162,13 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
         if len(log) >= log.capacity:  # not log.has_room()
             raise _buffer_full(key)
         now = time.time()
-        policy, served_by = runtime.assign(user_id, now)
         try:
-            arm_index, propensity = policy.kernel.select(candidates)
+            decision_id, slot, arm_index, propensity, served_by = runtime.decider.decide(
+                user_id, now, candidates
+            )
         except ValueError as exc:
             raise RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, str(exc), key) from None
-        decision_id = self._encode(
-            key, policy.code, served_by, arm_index, int(now * 1000), next(self._counter)
-        )
+        policy = runtime.slot_policies[slot]
         arm = runtime.arms[arm_index]
         name = policy.name
         served_by_name = SERVED_BY_NAMES[served_by]

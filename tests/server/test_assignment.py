@@ -1,12 +1,14 @@
 """Assignment is deterministic, matches the configured split, and its two choices are
 independent (so changing traffic never moves a user between policies)."""
 
+import math
+
 import numpy as np
 import pytest
 from scipy import stats
 
-from core_ext import BUCKETS, assignment_bucket
-from server.assignment import buckets, policy_table, traffic_threshold, user_hash
+from core_ext import BUCKETS, ControlPolicy, Decider, DecisionSigner, Rng, assignment_bucket
+from server.assignment import SEPARATOR, buckets, policy_table, traffic_threshold, user_hash
 
 SALT = b"0123456789abcdef"
 
@@ -19,9 +21,42 @@ SALT = b"0123456789abcdef"
 def test_policy_table_gives_each_policy_its_share_of_buckets(split):
     table = policy_table(split)
     assert len(table) == BUCKETS
-    counts = np.bincount(table, minlength=len(split))
+    counts = np.bincount(np.frombuffer(table, dtype=np.uint8), minlength=len(split))
     # Rounding the cumulative shares is off by at most one bucket per policy.
     assert np.all(np.abs(counts - np.array(split) * BUCKETS) <= 1)
+    assert policy_table(list(split)) is table  # equal splits share one table
+
+
+def _decider(traffic_pct: float, split, serving=(0.0, math.inf)) -> Decider:
+    slots = tuple(
+        (ControlPolicy(np.zeros(3), np.zeros(3), Rng(i)), i, 1) for i in range(len(split))
+    )
+    return Decider(DecisionSigner(bytes(32), 1, 0), 7, SALT + SEPARATOR,
+                   traffic_threshold(traffic_pct), policy_table(split), slots,
+                   (ControlPolicy(np.zeros(3), np.zeros(3), Rng(9)), 3), OUTSIDE, STOPPED, *serving)
+
+
+OUTSIDE, STOPPED = 3, 4
+
+
+@pytest.mark.parametrize(("traffic_pct", "split"), [(1.0, (0.25,) * 4), (0.3, (0.7, 0.2, 0.1))])
+def test_decider_assigns_as_the_documented_scheme(traffic_pct, split):
+    """The C assignment in ``core_ext.Decider`` against this module's reference:
+    outside the traffic -> the default (slot -1), else the policy table's slot."""
+    decider = _decider(traffic_pct, split)
+    table = policy_table(split)
+    users = [f"user-{i}" for i in range(5000)] + ["ümlaut", "x" * 300]  # 300: the long path
+    for user in users:
+        traffic, policy = buckets(user_hash(SALT, user))
+        expected = (table[policy], 1) if traffic < traffic_threshold(traffic_pct) else (-1, OUTSIDE)
+        assert decider.assign(user, 1.0) == expected
+
+
+def test_decider_serves_the_default_outside_the_serving_period():
+    decider = _decider(1.0, (0.5, 0.5), serving=(100.0, 200.0))
+    assert decider.assign("alice", 99.9) == (-1, STOPPED)
+    assert decider.assign("alice", 200.0) == (-1, STOPPED)
+    assert decider.assign("alice", 150.0)[0] in (0, 1)
 
 
 def test_traffic_bucket_is_the_kernels_assignment_bucket():

