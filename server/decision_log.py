@@ -8,7 +8,9 @@ backoff; once the buffer holds ``capacity`` records, ``has_room()`` is false and
 Select answers RESOURCE_EXHAUSTED rather than lose decisions silently.
 
 The same flush also adds the per-experiment call counters (method x status
-code) into ``rpc_counts``, which the error-rate guardrail reads.
+code) into ``rpc_counts``, which the error-rate guardrail reads. Successful Selects
+are not counted call by call: each one logs exactly one decision (a SelectBatch
+item counts as one Select), so the flush counts them from the records it writes.
 """
 
 from __future__ import annotations
@@ -82,6 +84,7 @@ class DecisionLog:
             self._wakeup.set()
 
     def count_call(self, experiment_key: int, method: str, code: str, n: int = 1) -> None:
+        """Count calls other than successful Selects (those are counted from records)."""
         self._counts[(experiment_key, method, code)] += n
 
     async def run(self) -> None:
@@ -108,8 +111,10 @@ class DecisionLog:
                         records=[self._row(r) for r in records],
                         columns=_DECISION_COLUMNS,
                     )
-                if counts:
-                    await self._write_counts(conn, counts)
+                selects = Counter(record[1] for record in records)
+                calls = counts + Counter({(key, "Select", "OK"): n for key, n in selects.items()})
+                if calls:
+                    await self._write_counts(conn, calls)
         except Exception as exc:  # any failure: keep the records and retry with backoff
             self._buffer[:0] = records
             self._counts.update(counts)

@@ -86,10 +86,9 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
     async def Select(self, request, context) -> decision_pb2.SelectResponse:
         started = time.perf_counter()
         try:
-            decision_id, arm, policy, propensity, served_by, key = self._decide(request, started)
+            decision_id, arm, policy, propensity, served_by = self._decide(request, started)
         except RpcFailure as failure:
             await self._fail(context, "Select", failure, started)
-        self._log.count_call(key, "Select", "OK")
         response = decision_pb2.SelectResponse(
             decision_id=decision_id,
             arm=arm,
@@ -114,34 +113,29 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
                 )
             if not self._log.has_room(len(requests)):
                 raise _buffer_full()
-            # Select calls per experiment, counted once per batch (also when an item
-            # fails: the decisions before it stand, as with single Selects).
-            calls: dict[int, int] = {}
+            # Each decision counts as one successful Select (from its log record); when
+            # an item fails, the decisions before it stand, as with single Selects.
             try:
                 for item in requests:
-                    decision_id, arm, policy, propensity, served_by, key = decide(item, started)
+                    decision_id, arm, policy, propensity, served_by = decide(item, started)
                     out = add()
                     out.decision_id = decision_id
                     out.arm = arm
                     out.policy = policy
                     out.propensity = propensity
                     out.served_by = served_by
-                    calls[key] = calls.get(key, 0) + 1
             except RpcFailure as failure:  # the failing item is the next one to add
                 failure.message = f"requests[{len(reply.responses)}]: {failure.message}"
                 raise
-            finally:
-                for key, n in calls.items():
-                    self._log.count_call(key, "Select", "OK", n)
         except RpcFailure as failure:
             await self._fail(context, "SelectBatch", failure, started)
         self._observe("SelectBatch", grpc.StatusCode.OK, started)
         return reply
 
-    def _decide(self, request, started: float) -> tuple[str, str, str, float, int, int]:
-        """One decision: (decision_id, arm, policy, propensity, served_by, experiment key),
-        logged and counted in the decision metrics (the caller counts the call); raises
-        RpcFailure (and changes nothing) when the request is refused."""
+    def _decide(self, request, started: float) -> tuple[str, str, str, float, int]:
+        """One decision: (decision_id, arm, policy, propensity, served_by), logged (which
+        counts the call) and counted in the decision metrics; raises RpcFailure (and
+        changes nothing) when the request is refused."""
         if self.draining:
             raise RpcFailure(grpc.StatusCode.UNAVAILABLE, "server is draining; retry elsewhere")
         runtime = self._registry_get(request.experiment_id)
@@ -182,7 +176,7 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
             self._count_first_decision(labels)
         else:
             self._decision_counts[labels] = n + 1
-        return decision_id, arm, name, propensity, served_by, key
+        return decision_id, arm, name, propensity, served_by
 
     def _runtime(self, experiment_id: str) -> ExperimentRuntime:
         try:

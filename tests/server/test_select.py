@@ -2,6 +2,7 @@
 
 import asyncio
 
+import grpc
 import pytest
 
 from banditd.v1 import decision_pb2 as pb
@@ -50,6 +51,38 @@ async def test_decisions_are_logged_with_everything_guardrails_need(migrated_db_
         assert row["context"] == {"i": str(i)}
         assert row["latency_us"] >= 0
         assert row["server_id"] == running.server.server_id
+
+
+async def test_calls_are_counted_for_the_error_rate_guardrail(migrated_db_url, start_server):
+    """rpc_counts gets one successful Select per decision (single or batch item) and
+    every refused call under its status code."""
+    experiment = await make_experiment(migrated_db_url)
+    running = await start_server()
+    for i in range(5):
+        await running.stub.Select(pb.SelectRequest(experiment_id="exp", user_id=f"u{i}"))
+    await running.stub.SelectBatch(pb.SelectBatchRequest(requests=[
+        pb.SelectRequest(experiment_id="exp", user_id=f"b{i}") for i in range(3)]))
+    with pytest.raises(grpc.aio.AioRpcError):
+        await running.stub.Select(pb.SelectRequest(experiment_id="exp", user_id="u\x00"))
+    with pytest.raises(grpc.aio.AioRpcError):  # two decisions stand, the third item fails
+        await running.stub.SelectBatch(pb.SelectBatchRequest(requests=[
+            pb.SelectRequest(experiment_id="exp", user_id="c1"),
+            pb.SelectRequest(experiment_id="exp", user_id="c2"),
+            pb.SelectRequest(experiment_id="exp", user_id=""),
+        ]))
+    assert await running.server.decision_log.flush()
+    conn = await connect(migrated_db_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT method, code, sum(calls) AS n FROM rpc_counts WHERE experiment_key = $1 "
+            "GROUP BY method, code", experiment.key)
+    finally:
+        await conn.close()
+    assert {(r["method"], r["code"]): r["n"] for r in rows} == {
+        ("Select", "OK"): 10,
+        ("Select", "INVALID_ARGUMENT"): 1,
+        ("SelectBatch", "INVALID_ARGUMENT"): 1,
+    }
 
 
 async def test_every_user_keeps_their_policy(migrated_db_url, start_server):
