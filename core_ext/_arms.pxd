@@ -20,7 +20,7 @@ cdef class PolicyBase:
     cdef bitgen_t* bitgen              # == rng.bitgen, cached to skip one indirection per call
     cdef readonly Py_ssize_t n_arms    # K >= 1
     cdef readonly int64_t version      # bumped by every update / merge; caches key on it
-    cdef uint64_t[::1] _stamp          # per-arm mark of the last validation that saw the arm
+    cdef uint64_t[::1] _stamp          # per-arm mark of the last validation that saw the arm (lazy)
     cdef uint64_t _stamp_gen           # current mark; a repeat within one call is a duplicate
 
     # Validate ``candidates`` (a 1-D integer array of distinct indices in [0, K)) and

@@ -91,7 +91,7 @@ cdef class PolicyBase:
         self.bitgen = rng.bitgen
         self.n_arms = pulls.shape[0]
         self.version = 0
-        self._stamp = np.zeros(self.n_arms, dtype=np.uint64)
+        self._stamp = None      # allocated by the first candidate check
         self._stamp_gen = 0
 
     cdef const Py_ssize_t[::1] checked_candidates(self, object candidates):
@@ -116,6 +116,8 @@ cdef class PolicyBase:
         cdef Py_ssize_t k = self.n_arms
         if n == 0:
             raise ValueError("candidates is empty: pass None for all arms or at least one index")
+        if self._stamp is None:
+            self._stamp = np.zeros(k, dtype=np.uint64)
         self._stamp_gen += 1
         cdef uint64_t gen = self._stamp_gen
         for i in range(n):

@@ -16,11 +16,12 @@ cdef class ThompsonPolicy(PolicyBase):
     cdef double[::1] _prop                      # cached full-set win probabilities, floored at 1/(M+1)
     cdef Rng _prop_rng                          # child generator for refresh (may run in a worker thread)
     cdef bint _refreshing                       # a refresh is running (checked and set under the GIL)
-    cdef double[::1] _a                         # select-thread scratch: Beta alpha per compacted arm
-    cdef double[::1] _b                         # select-thread scratch: Beta beta per compacted arm
-    cdef int64_t[::1] _wins                     # select-thread scratch: Monte Carlo win counts
+    cdef double[::1] _a                         # estimator scratch (lazy): Beta alpha per compacted arm
+    cdef double[::1] _b                         # estimator scratch (lazy): Beta beta per compacted arm
+    cdef int64_t[::1] _wins                     # estimator scratch (lazy): Monte Carlo win counts
     cdef double[::1] _x                         # select-thread scratch: one posterior draw per arm
 
+    cdef void _ensure_scratch(self)
     cdef object _select_subset(self, const Py_ssize_t[::1] cand)
     cdef object _estimate_full(self, Rng rng, double[::1] a, double[::1] b, int64_t[::1] wins,
                                double[::1] x)

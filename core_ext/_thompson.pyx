@@ -135,13 +135,20 @@ cdef class ThompsonPolicy(PolicyBase):
         self.propensity_draws = propensity_draws
         self.subset_draw_budget = subset_draw_budget
         self.propensity_version = -1
-        self._prop = np.zeros(self.n_arms, dtype=np.float64)
+        self._prop = None       # set by the first estimate
         self._prop_rng = rng.spawn()
         self._refreshing = False
-        self._a = np.empty(self.n_arms, dtype=np.float64)
-        self._b = np.empty(self.n_arms, dtype=np.float64)
-        self._wins = np.empty(self.n_arms, dtype=np.int64)
+        self._a = self._b = None
+        self._wins = None
         self._x = np.empty(self.n_arms, dtype=np.float64)
+
+    cdef void _ensure_scratch(self):
+        """Allocate the estimator's scratch on first use: a server holds thousands of
+        kernels (1,000 experiments x 1,000 arms: 24 MB) that may never estimate."""
+        if self._a is None:
+            self._a = np.empty(self.n_arms, dtype=np.float64)
+            self._b = np.empty(self.n_arms, dtype=np.float64)
+            self._wins = np.empty(self.n_arms, dtype=np.int64)
 
     def select(self, candidates=None):
         """Draw one posterior sample per candidate and return ``(arm, propensity)``."""
@@ -156,6 +163,7 @@ cdef class ThompsonPolicy(PolicyBase):
                     j = _argmax_draw(self.bitgen, &self.pulls[0], &self.reward_sum[0], NULL, k,
                                      self.alpha0, self.beta0, &self._x[0])
             if self.propensity_version < 0:
+                self._ensure_scratch()
                 self._prop = self._estimate_full(self.rng, self._a, self._b, self._wins, self._x)
                 self.propensity_version = self.version
             return j, self._prop[j]
@@ -167,6 +175,7 @@ cdef class ThompsonPolicy(PolicyBase):
             return self.select(None)
         cdef Py_ssize_t j, i, arm
         cdef Py_ssize_t draws = max(16, self.subset_draw_budget // m)
+        self._ensure_scratch()
         cdef double* a = &self._a[0]
         cdef double* b = &self._b[0]
         cdef int64_t* wins = &self._wins[0]
