@@ -93,9 +93,9 @@ MODES = {
     # The closed loop gets more, shorter repeats in full mode: on this shared machine
     # one run's throughput swings by up to +-30 % (other tenants, steal time), so the
     # median of 7 pairs is what makes the max-QPS ratio repeatable.
-    "short": {"unloaded": 1.5, "closed": 2.5, "open": 4.0, "batch": 3.0, "reward": 3.0,
+    "short": {"unloaded": 1.5, "closed": 2.0, "open": 4.0, "batch": 3.0, "reward": 3.0,
               "asyncpg": 2.0, "warmup": 0.5, "concurrency": (64,), "repeats": 2,
-              "closed_repeats": 2},
+              "closed_repeats": 3},
     "full": {"unloaded": 4.0, "closed": 3.0, "open": 6.0, "batch": 6.0, "reward": 6.0,
              "asyncpg": 5.0, "warmup": 1.0, "concurrency": (16, 64, 128), "repeats": 3,
              "closed_repeats": 7},
@@ -250,16 +250,19 @@ def start_floor(log_dir: Path) -> Server:
 @dataclass
 class Measured:
     """One phase against one server: the client result plus the CPU both sides (and
-    banditd's PostgreSQL backends) used, in cores."""
+    banditd's PostgreSQL backends) used, and the CPU the hypervisor gave to other
+    guests meanwhile (steal: time this machine's cores were taken away), in cores."""
 
     result: RunResult
     server_cpu: float
     client_cpu: float
     postgres_cpu: float | None = None
+    steal: float = 0.0
 
     def summary(self, per_call: int = 1) -> dict[str, Any]:
         out = {**self.result.summary(per_call), "server_cpu_cores": round(self.server_cpu, 2),
-               "client_cpu_cores": round(self.client_cpu, 2)}
+               "client_cpu_cores": round(self.client_cpu, 2),
+               "steal_cores": round(self.steal, 2)}
         if self.postgres_cpu is not None:
             out["postgres_cpu_cores"] = round(self.postgres_cpu, 2)
         return out
@@ -291,11 +294,22 @@ async def postgres_backends(admin_url: str, url: str) -> list[int]:
     return [r["pid"] for r in rows if Path(f"/proc/{r['pid']}").exists()]
 
 
-def _cpu_busy_jiffies() -> tuple[int, int]:
+def _cpu_jiffies() -> list[int]:
+    """The machine's CPU time by state (/proc/stat: user nice system idle iowait irq
+    softirq steal ...), in clock ticks summed over the cores."""
     with open("/proc/stat") as fh:
-        values = [int(v) for v in fh.readline().split()[1:]]
+        return [int(v) for v in fh.readline().split()[1:]]
+
+
+def _cpu_busy_jiffies() -> tuple[int, int]:
+    values = _cpu_jiffies()
     idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
     return sum(values) - idle, sum(values)
+
+
+def _steal_seconds() -> float:
+    values = _cpu_jiffies()
+    return (values[7] if len(values) > 7 else 0) / os.sysconf("SC_CLK_TCK")
 
 
 async def settle(max_seconds: float = 3.0, busy_below: float = 0.15) -> float:
@@ -319,12 +333,13 @@ async def measured(server: Server, coro) -> Measured:
     if server.name.startswith("banditd") and POSTGRES_DB:
         pg = await postgres_backends(POSTGRES_DB["admin_url"], POSTGRES_DB["url"])
     s0, c0, w0 = process_cpu_seconds(server.pid), time.process_time(), time.perf_counter()
-    p0 = _cpu_of(pg)
+    p0, st0 = _cpu_of(pg), _steal_seconds()
     result = await coro
     wall = time.perf_counter() - w0
     return Measured(result, (process_cpu_seconds(server.pid) - s0) / wall,
                     (time.process_time() - c0) / wall,
-                    (_cpu_of(pg) - p0) / wall if pg else None)
+                    (_cpu_of(pg) - p0) / wall if pg else None,
+                    (_steal_seconds() - st0) / wall)
 
 
 def select_requests(n_users: int, experiment_id: str = EXPERIMENT_ID) -> list[bytes]:
@@ -560,7 +575,8 @@ async def run_on(args: argparse.Namespace, mode: str, log_dir: Path,
             return Measured(merge([m.result for m in ms]),
                             float(np.mean([m.server_cpu for m in ms])),
                             float(np.mean([m.client_cpu for m in ms])),
-                            float(np.mean(pg)) if pg else None)
+                            float(np.mean(pg)) if pg else None,
+                            float(np.mean([m.steal for m in ms])))
 
         # 1. Unloaded: one caller.
         unloaded: dict[str, list[Measured]] = {"select": [], "floor": []}
@@ -881,7 +897,7 @@ def main(argv: list[str] | None = None) -> int:
         global SERVER_ROOT
         SERVER_ROOT = args.server_root.resolve()
     mode = "short" if args.short else "full"
-    started = time.monotonic()
+    started, steal_before = time.monotonic(), _steal_seconds()
     log_dir = Path(tempfile.mkdtemp(prefix="banditd-load-"))
     try:
         out = asyncio.run(run(args, mode, log_dir))
@@ -894,12 +910,19 @@ def main(argv: list[str] | None = None) -> int:
                      "reward_concurrency": args.reward_concurrency, **{
                          k: (list(v) if isinstance(v, tuple) else v)
                          for k, v in MODES[mode].items()}}
-    errors = {name: s.get("errors", 0) for name, s in _flat_phases(out["phases"])
-              if s.get("errors")}
-    out["errors"] = errors
+    # At 75 % of a maximum measured on a noisy machine the open loop can run past
+    # saturation; gRPC then cancels calls queued too long (CANCELLED, the empty-handler
+    # floor alike). Those are reported, not failures; any other error fails the run.
+    all_errors = {name: s["error_codes"] for name, s in _flat_phases(out["phases"])
+                  if s.get("errors")}
+    errors = {name: codes for name, codes in all_errors.items()
+              if not (name.endswith("_open.75") and set(codes) == {"CANCELLED"})}
+    out["errors"] = all_errors
     from benchmarks.report import machine_info, print_target, write_report
 
-    out["machine"] = {**machine_info(), **machine(), "cpu_probe": cpu_probe()}
+    steal = (_steal_seconds() - steal_before) / (time.monotonic() - started)
+    out["machine"] = {**machine_info(), **machine(), "cpu_probe": cpu_probe(),
+                      "steal_cores_during_run": round(steal, 3)}
     targets = targets_of(out)
     out["targets"] = [{"name": n, "ok": bool(ok), "detail": d} for n, ok, d in targets]
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
@@ -915,6 +938,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"INFO memory_distinct_arms: the same with distinct arm names per experiment: "
               f"{mem['rss_mb']:.0f} MB RSS, SERVING after {mem['startup_seconds']:.1f} s",
               flush=True)
+    print(f"INFO steal: the hypervisor took {steal:.2f} of {os.cpu_count()} cores on average "
+          "during the run (per phase: steal_cores in load.json)", flush=True)
+    for name in all_errors.keys() - errors.keys():
+        print(f"INFO {name}: {all_errors[name]['CANCELLED']} calls CANCELLED by gRPC past "
+              "saturation (not counted as errors)", flush=True)
     if errors:
         print_target("errors", False, f"RPC errors: {errors}")
     print(f"wrote {path} and {png} in {time.monotonic() - started:.1f}s", flush=True)
