@@ -31,9 +31,10 @@ _DECISION_COLUMNS = (
     "decided_at", "latency_us", "context", "server_id", "candidates",
 )
 
-# (decision_id, experiment_key, user_id, policy, arm, propensity, served_by,
-#  decided_at_epoch_s, latency_us, context dict or None,
-#  candidate arm names offered or None when every arm was)
+# A ``decisions`` row in _DECISION_COLUMNS order, as Select builds it, so that a flush
+# hands the buffer to COPY as it is: (decision_id, experiment_key, user_id, policy,
+# arm, propensity, served_by, decided_at (aware datetime), latency_us, context dict or
+# None, server_id, candidate arm names offered (a list) or None when every arm was).
 DecisionRecord = tuple
 
 
@@ -107,9 +108,7 @@ class DecisionLog:
             async with self._pool.acquire() as conn, conn.transaction():
                 if records:
                     await conn.copy_records_to_table(
-                        "decisions",
-                        records=[self._row(r) for r in records],
-                        columns=_DECISION_COLUMNS,
+                        "decisions", records=records, columns=_DECISION_COLUMNS
                     )
                 selects = Counter(record[1] for record in records)
                 calls = counts + Counter({(key, "Select", "OK"): n for key, n in selects.items()})
@@ -127,15 +126,6 @@ class DecisionLog:
         METRICS.flush_seconds.observe(time.perf_counter() - started)
         METRICS.decision_buffer.set(len(self._buffer))
         return True
-
-    def _row(self, record: DecisionRecord) -> tuple:
-        (decision_id, experiment_key, user_id, policy, arm, propensity, served_by, decided_at,
-         latency_us, context, candidates) = record
-        return (
-            decision_id, experiment_key, user_id, policy, arm, propensity, served_by,
-            datetime.fromtimestamp(decided_at, UTC), latency_us,
-            context or None, self.server_id, list(candidates) if candidates else None,
-        )
 
     async def _write_counts(self, conn, counts: Counter) -> None:
         minute = datetime.now(UTC).replace(second=0, microsecond=0)

@@ -72,6 +72,7 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
         self.draining = False
         # Bound once: the hot path calls these for every decision.
         self._registry_get = registry.get
+        self._server_id = decision_log.server_id
         self._select_ok = self._latency_child("Select", grpc.StatusCode.OK)
 
     # -- Select -----------------------------------------------------------------------
@@ -167,8 +168,9 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
         name = policy.name
         served_by_name = SERVED_BY_NAMES[served_by]
         log.append(
-            (decision_id, key, user_id, name, arm, propensity, served_by_name, now,
-             int((time.perf_counter() - started) * 1e6), context, candidate_arms or None)
+            (decision_id, key, user_id, name, arm, propensity, served_by_name,
+             datetime.fromtimestamp(now, UTC), int((time.perf_counter() - started) * 1e6), context,
+             self._server_id, list(candidate_arms) if candidate_arms else None)
         )
         labels = (runtime.id, name, arm, served_by_name)  # METRICS.decisions.inc, inlined
         n = self._decision_counts.get(labels)
