@@ -61,8 +61,7 @@ async def test_error_rate_breach_rolls_back_and_servers_follow_within_a_second(
     logs.configure(tmp_path, console=False)
     try:
         report = await run_guardrail_job(migrated_db_url, "exp")
-        for handler in logging.getLogger("banditd.guardrails").handlers:
-            handler.flush()
+        logs.flush()
         log_text = (tmp_path / "guardrails.log").read_text()
     finally:
         logs.configure(None, console=False)

@@ -154,7 +154,6 @@ async def test_decision_of_a_deleted_experiment_is_not_found(running, migrated_d
 
 
 async def test_failed_calls_are_logged_for_the_runbook(running, tmp_path):
-    import logging
 
     from server import logs
 
@@ -162,8 +161,7 @@ async def test_failed_calls_are_logged_for_the_runbook(running, tmp_path):
     try:
         with pytest.raises(grpc.aio.AioRpcError):
             await running.stub.Select(pb.SelectRequest(experiment_id="missing", user_id="u"))
-        for handler in logging.getLogger("banditd.api").handlers:
-            handler.flush()
+        logs.flush()
         text = (tmp_path / "api.log").read_text()
     finally:
         logs.configure(None, console=False)

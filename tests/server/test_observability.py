@@ -1,7 +1,6 @@
 """Prometheus metrics over HTTP and the runbook's log lines."""
 
 import asyncio
-import logging
 import urllib.request
 
 from banditd.v1 import decision_pb2 as pb
@@ -54,8 +53,7 @@ async def test_policy_updates_are_logged_to_app_log(migrated_db_url, start_serve
     try:
         decision = await running.stub.Select(pb.SelectRequest(experiment_id="exp", user_id="u"))
         await running.stub.Reward(pb.RewardRequest(decision_id=decision.decision_id, value=1.0))
-        for handler in logging.getLogger("banditd.app").handlers:
-            handler.flush()
+        logs.flush()
         text = (tmp_path / "app.log").read_text()
     finally:
         logs.configure(None, console=False)

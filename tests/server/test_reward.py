@@ -1,7 +1,6 @@
 """Rewards are durable and exactly-once; default rewards close the window once."""
 
 import asyncio
-import logging
 
 import grpc
 import pytest
@@ -104,8 +103,7 @@ async def test_default_reward_once_when_the_window_closes(migrated_db_url, start
         assert "reward window" in err.value.details()
         await asyncio.sleep(0.5)  # more worker rounds: still applied once
         assert await _stats(migrated_db_url) == {(decision.policy, decision.arm): (1.0, 0.0)}
-        for handler in logging.getLogger("banditd.workers").handlers:
-            handler.flush()
+        logs.flush()
         log_text = (tmp_path / "workers.log").read_text()
     finally:
         logs.configure(None, console=False)
