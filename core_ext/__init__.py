@@ -47,10 +47,13 @@ hash64 = _hashing.hash64
 assignment_bucket = _hashing.assignment_bucket
 BUCKETS: int = _hashing.BUCKETS
 DecisionSigner = _signing.DecisionSigner
+decision_key_id = _signing.key_id_of
+DECISION_ID_LENGTH: int = _signing.ENCODED_LENGTH
 Decider = _decide.Decider
 
 __all__ = [
     "BUCKETS",
+    "DECISION_ID_LENGTH",
     "ControlPolicy",
     "Decider",
     "DecisionSigner",
@@ -60,5 +63,6 @@ __all__ = [
     "ThompsonPolicy",
     "UCB1Policy",
     "assignment_bucket",
+    "decision_key_id",
     "hash64",
 ]

@@ -19,8 +19,8 @@ and payloads, and ``server.decision_id`` verifies every id with hashlib).
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
-from cpython.unicode cimport PyUnicode_DecodeASCII
-from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeASCII
+from libc.stdint cimport int8_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset
 
 cdef enum:
@@ -57,6 +57,10 @@ _SIGMA[:] = [
 ]
 
 cdef const char* _B64URL = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+cdef int8_t _B64URL_VALUE[256]     # character -> 6-bit value, -1 outside the alphabet
+_B64URL_VALUE[:] = [-1] * 256
+for _i in range(64):
+    _B64URL_VALUE[<uint8_t> _B64URL[_i]] = _i
 
 
 cdef inline uint64_t _rotr(uint64_t x, int n) noexcept nogil:
@@ -113,6 +117,55 @@ cdef inline void _put_be(uint8_t* out, uint64_t value, int n) noexcept nogil:
         out[i] = <uint8_t> (value >> (8 * (n - 1 - i)))
 
 
+cdef int _decode_id(str decision_id, uint8_t* raw) except -1:
+    """Check an id's form and write its 38 bytes (payload | mac) to ``raw``.
+
+    Only the canonical encoding is accepted: the two bits the last base64 character
+    carries beyond the 38 bytes must be zero. Otherwise four spellings of one id would
+    verify, and the ``rewards`` key (the id text) would count one decision four times.
+    """
+    cdef Py_ssize_t n
+    cdef const char* text = PyUnicode_AsUTF8AndSize(decision_id, &n)
+    cdef int g, i, v
+    cdef uint32_t word
+    if n != _ENCODED_LENGTH or text[0] != b"d":
+        raise ValueError(f"decision_id must be the {_ENCODED_LENGTH}-char id returned by Select")
+    if text[_ENCODED_LENGTH - 1] != b"=":
+        raise ValueError("decision_id is not valid base64url")
+    for g in range(13):                  # 12 groups of 3 bytes, then one of 2 bytes
+        word = 0
+        for i in range(4):
+            v = 0 if g == 12 and i == 3 else _B64URL_VALUE[<uint8_t> text[1 + 4 * g + i]]
+            if v < 0:
+                raise ValueError("decision_id is not valid base64url")
+            word = (word << 6) | <uint32_t> v
+        raw[3 * g] = <uint8_t> (word >> 16)
+        raw[3 * g + 1] = <uint8_t> (word >> 8)
+        if g < 12:
+            raw[3 * g + 2] = <uint8_t> word
+        elif word & 0xFF:
+            raise ValueError("decision_id is not a canonical id (non-zero padding bits)")
+    if raw[0] != _VERSION:
+        raise ValueError(f"decision_id version {raw[0]} is not supported")
+    return 0
+
+
+def key_id_of(str decision_id not None):
+    """The signing key id of a well-formed decision id; ValueError (with the reason)
+    when the id is malformed."""
+    cdef uint8_t raw[39]
+    _decode_id(decision_id, raw)
+    return raw[1]
+
+
+cdef inline uint64_t _get_be(const uint8_t* p, int n) noexcept nogil:
+    cdef uint64_t value = 0
+    cdef int i
+    for i in range(n):
+        value = (value << 8) | p[i]
+    return value
+
+
 cdef class DecisionSigner:
     """Signs decision ids with one key; ``counter`` numbers this signer's ids.
 
@@ -147,30 +200,52 @@ cdef class DecisionSigner:
             raise OverflowError(f"decided_at_ms {decided_at_ms} does not fit in 48 bits")
         return self.sign_c(experiment_key, policy, served_by, arm, decided_at_ms)
 
-    cdef str sign_c(self, uint32_t experiment_key, uint8_t policy, uint8_t served_by,
-                    uint32_t arm, uint64_t decided_at_ms):
+    def verify(self, str decision_id not None):
+        """``(experiment_key, policy, served_by, arm, decided_at_ms)`` of an id signed
+        with this key; ValueError (with the reason) for anything else."""
+        cdef uint8_t raw[39]
+        cdef uint8_t mac[_MAC_BYTES]
+        cdef uint8_t diff = 0
+        cdef int i
+        _decode_id(decision_id, raw)
+        if raw[1] != self.key_id:
+            raise ValueError(f"decision_id is signed with key {raw[1]}, not {self.key_id}")
+        self._mac(raw, mac)
+        for i in range(_MAC_BYTES):      # constant time: no early exit on a mismatch
+            diff |= mac[i] ^ raw[_PAYLOAD_BYTES + i]
+        if diff:
+            raise ValueError("decision_id signature does not verify (forged or corrupted)")
+        return (_get_be(raw + 2, 4), raw[6], raw[7], _get_be(raw + 8, 4), _get_be(raw + 12, 6))
+
+    cdef void _mac(self, const uint8_t* payload, uint8_t* mac) noexcept:
+        """The 12-byte MAC of a 26-byte payload: one compression of the final block."""
         cdef uint8_t block[128]
-        cdef uint8_t raw[39]                 # payload | mac, and one zero byte for base64
-        cdef char out[_ENCODED_LENGTH]
         cdef uint64_t h[8]
-        cdef uint32_t word
-        cdef int i, o
+        cdef int i
         memset(block, 0, 128)
-        block[0] = _VERSION
-        block[1] = <uint8_t> self.key_id
-        _put_be(block + 2, experiment_key, 4)
-        block[6] = policy
-        block[7] = served_by
-        _put_be(block + 8, arm, 4)
-        _put_be(block + 12, decided_at_ms, 6)
-        _put_be(block + 18, self.server_nonce, 4)
-        _put_be(block + 22, self.counter, 4)
-        self.counter = (self.counter + 1) & 0xFFFFFFFF
+        memcpy(block, payload, _PAYLOAD_BYTES)
         memcpy(h, self._keyed, sizeof(h))
         _compress(h, block, 128 + _PAYLOAD_BYTES, True)
-        memcpy(raw, block, _PAYLOAD_BYTES)
         for i in range(_MAC_BYTES):
-            raw[_PAYLOAD_BYTES + i] = <uint8_t> (h[i // 8] >> (8 * (i % 8)))
+            mac[i] = <uint8_t> (h[i // 8] >> (8 * (i % 8)))
+
+    cdef str sign_c(self, uint32_t experiment_key, uint8_t policy, uint8_t served_by,
+                    uint32_t arm, uint64_t decided_at_ms):
+        cdef uint8_t raw[39]                 # payload | mac, and one zero byte for base64
+        cdef char out[_ENCODED_LENGTH]
+        cdef uint32_t word
+        cdef int i, o
+        raw[0] = _VERSION
+        raw[1] = <uint8_t> self.key_id
+        _put_be(raw + 2, experiment_key, 4)
+        raw[6] = policy
+        raw[7] = served_by
+        _put_be(raw + 8, arm, 4)
+        _put_be(raw + 12, decided_at_ms, 6)
+        _put_be(raw + 18, self.server_nonce, 4)
+        _put_be(raw + 22, self.counter, 4)
+        self.counter = (self.counter + 1) & 0xFFFFFFFF
+        self._mac(raw, raw + _PAYLOAD_BYTES)
         raw[38] = 0
         out[0] = b"d"
         o = 1

@@ -58,6 +58,37 @@ def test_c_signer_matches_hashlib_and_the_documented_layout():
         assert decision_id == "d" + base64.urlsafe_b64encode(payload + mac).decode()
 
 
+def test_ids_signed_by_hashlib_verify_with_every_field():
+    """The C verifier against an independent signer: hashlib's BLAKE2b over the payload
+    ``struct`` packs per the documented layout, under the current and an older key."""
+    codec = DecisionIdCodec({1: KEY, 2: bytes(range(100, 132))}, 2, server_nonce=5)
+    rnd = random.Random(7)
+    for key_id, key in ((1, KEY), (2, bytes(range(100, 132)))):
+        for _ in range(200):
+            fields = (rnd.getrandbits(32), rnd.getrandbits(8), rnd.getrandbits(8),
+                      rnd.getrandbits(32), rnd.getrandbits(48))
+            exp_key, policy, served_by, arm, ms = fields
+            payload = struct.pack(">BBIBBI6sII", 1, key_id, exp_key, policy, served_by, arm,
+                                  ms.to_bytes(6, "big"), rnd.getrandbits(32), 0)
+            mac = hashlib.blake2b(payload, key=key, digest_size=12).digest()
+            ref = codec.decode("d" + base64.urlsafe_b64encode(payload + mac).decode())
+            assert ref == (key_id, *fields)
+
+
+def test_a_second_spelling_of_an_id_is_rejected(codec):
+    """The last base64 character carries two bits beyond the 38 bytes; an id with them
+    set decodes to the same bytes, and would be a second rewards key for one decision."""
+    decision_id = sign(codec, 7, 1, 1, 3, 99)
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    last = alphabet.index(decision_id[-2])
+    for bits in (1, 2, 3):
+        variant = decision_id[:-2] + alphabet[last ^ bits] + "="
+        assert base64.urlsafe_b64decode(variant[1:]) == base64.urlsafe_b64decode(decision_id[1:])
+        with pytest.raises(InvalidDecisionId, match="canonical"):
+            codec.decode(variant)
+    assert codec.decode(decision_id).arm_index == 3
+
+
 def test_c_signer_refuses_what_does_not_fit():
     with pytest.raises(ValueError, match="1-64 bytes"):
         DecisionSigner(b"", 1, 0)
@@ -93,6 +124,8 @@ def test_id_signed_with_another_secret_is_rejected(codec):
         ("", "char id returned by Select"),
         ("x" * ENCODED_LENGTH, "char id returned by Select"),
         ("d" + "!" * (ENCODED_LENGTH - 1), "base64url"),
+        ("d" + "A" * (ENCODED_LENGTH - 1), "base64url"),  # no padding character
+        ("d" + "A" * (ENCODED_LENGTH - 3) + "é=", "char id returned by Select"),  # 54 bytes
         ("d" + "A" * (ENCODED_LENGTH - 2) + "=", "version"),
     ],
 )
