@@ -35,7 +35,7 @@ import asyncio
 import enum
 import logging
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -194,7 +194,7 @@ class RewardCommitter:
         METRICS.commit_seconds.observe(time.perf_counter() - started)
         METRICS.commit_batch.observe(len(batch))
         self._apply_in_memory(applied)
-        counted = self._reward_children
+        outcomes: Counter[tuple[RewardOutcome, str]] = Counter()
         for decision_id, group in by_id.items():
             first = group[0]
             if decision_id in applied_ids:
@@ -207,14 +207,21 @@ class RewardCommitter:
                 result = outcome if i == 0 or outcome is not RewardOutcome.APPLIED else (
                     RewardOutcome.DUPLICATE
                 )
-                child = counted.get((result, reward.source))
-                if child is None:
-                    child = METRICS.rewards.labels(result.value, reward.source)
-                    counted[(result, reward.source)] = child
-                child.inc()
+                outcomes[(result, reward.source)] += 1
                 if not reward.future.done():
                     reward.future.set_result(result)
+        self._count(outcomes)
         return True
+
+    def _count(self, outcomes: Counter[tuple[RewardOutcome, str]]) -> None:
+        """Add a group's outcomes to ``banditd_rewards_total``: one locked ``inc`` per
+        (status, source) and group, not per reward."""
+        for key, n in outcomes.items():
+            child = self._reward_children.get(key)
+            if child is None:
+                child = METRICS.rewards.labels(key[0].value, key[1])
+                self._reward_children[key] = child
+            child.inc(n)
 
     def _apply_in_memory(self, applied: list[PendingReward]) -> None:
         now = time.monotonic()
