@@ -121,10 +121,11 @@ cdef class Decider:
         None for every arm). Raises ValueError (kernel: bad candidates) before any state
         changes."""
         cdef uint8_t served_by
-        cdef Py_ssize_t slot = self._assign(user_id, now, &served_by)
-        cdef uint64_t ms = <uint64_t> (now * 1000.0)
-        if now < 0.0 or ms >> 48:
+        cdef uint64_t ms
+        if not 0.0 <= now < 2.0 ** 48 / 1000.0:     # NaN fails too
             raise OverflowError(f"time {now!r} does not fit a decision id (48-bit ms)")
+        ms = <uint64_t> (now * 1000.0)
+        cdef Py_ssize_t slot = self._assign(user_id, now, &served_by)
         if slot < 0:
             arm, propensity = self._default_kernel.select(candidates)
             code = self._default_code

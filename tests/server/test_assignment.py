@@ -9,6 +9,7 @@ from scipy import stats
 
 from core_ext import BUCKETS, ControlPolicy, Decider, DecisionSigner, Rng, assignment_bucket
 from server.assignment import SEPARATOR, buckets, policy_table, traffic_threshold, user_hash
+from server.decision_id import DecisionIdCodec
 
 SALT = b"0123456789abcdef"
 
@@ -50,6 +51,25 @@ def test_decider_assigns_as_the_documented_scheme(traffic_pct, split):
         traffic, policy = buckets(user_hash(SALT, user))
         expected = (table[policy], 1) if traffic < traffic_threshold(traffic_pct) else (-1, OUTSIDE)
         assert decider.assign(user, 1.0) == expected
+
+
+def test_decider_signs_what_it_decided():
+    """decide() = assign() + the slot's kernel + an id that verifies and names them."""
+    codec = DecisionIdCodec({1: bytes(32)}, 1, 0)
+    decider = _decider(0.5, (0.5, 0.5))
+    for i in range(200):
+        user = f"user-{i}"
+        decision_id, slot, arm, propensity, served_by = decider.decide(user, 1_764_000_000.5)
+        assert (slot, served_by) == decider.assign(user, 1_764_000_000.5)
+        ref = codec.decode(decision_id)
+        code = 3 if slot == -1 else slot  # the default's code is 3 in _decider
+        assert (ref.experiment_key, ref.policy_index, ref.served_by, ref.arm_index) == (
+            7, code, served_by, arm)
+        assert ref.decided_at_ms == 1_764_000_000_500
+        assert propensity == pytest.approx(1 / 3)  # uniform control over 3 arms
+    for impossible in (math.nan, -1.0, 2.0**48):
+        with pytest.raises(OverflowError, match="48-bit"):
+            decider.decide("alice", impossible)
 
 
 def test_decider_serves_the_default_outside_the_serving_period():
