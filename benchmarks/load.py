@@ -85,6 +85,9 @@ POLICIES = ("thompson", "egreedy", "ucb", "control")
 BATCH_USERS = 100
 LOAD_LEVELS = (0.25, 0.50, 0.75)
 BUDGET_P95_MS = 120.0
+# Steal (cores the hypervisor gave to other guests) above which a phase's latencies
+# are flagged as measured under host contention.
+STEAL_WARN_CORES = 0.1
 
 # Seconds per phase and the closed-loop concurrency sweep, by mode.
 MODES = {
@@ -940,6 +943,13 @@ def main(argv: list[str] | None = None) -> int:
               flush=True)
     print(f"INFO steal: the hypervisor took {steal:.2f} of {os.cpu_count()} cores on average "
           "during the run (per phase: steal_cores in load.json)", flush=True)
+    budget_phase = out["phases"]["select_open"]["50"]
+    if budget_phase["steal_cores"] >= STEAL_WARN_CORES:
+        floor_phase = out["phases"]["floor_open"]["50"]
+        print(f"WARN steal: {budget_phase['steal_cores']:.2f} cores were taken by the hypervisor "
+              "during the 50 % open loop; its latencies measure the host's contention as much "
+              f"as banditd (the empty-handler floor's P95 there: {floor_phase['p95_ms']:.1f} ms)",
+              flush=True)
     for name in all_errors.keys() - errors.keys():
         print(f"INFO {name}: {all_errors[name]['CANCELLED']} calls CANCELLED by gRPC past "
               "saturation (not counted as errors)", flush=True)
