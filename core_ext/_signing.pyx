@@ -1,7 +1,7 @@
 # cython: language_level=3
-"""Signed decision ids in one C call: the payload, its BLAKE2b-96 MAC and base64url.
+"""Signed decision ids in C: sign (payload, BLAKE2b-96 MAC, base64url) and verify.
 
-The id format is ``server.decision_id``'s (which verifies ids with ``hashlib``)::
+The id format is documented in ``server.decision_id``::
 
     payload = version:u8 | key_id:u8 | experiment_key:u32 | policy:u8 | served_by:u8
               | arm:u32 | decided_at_ms:u48 | server_nonce:u32 | counter:u32  (26 bytes, big-endian)
@@ -13,9 +13,10 @@ appendix C: keyed hashing, where the key padded to 128 bytes is the first block)
 key block is compressed once, in ``__init__``; each id then costs one compression of
 the 26-byte payload as the final block (byte counter 128 + 26): 0.55 µs per ``sign``
 call from Python, against 2.5 µs for the same steps through ``struct``, ``hashlib``
-and ``binascii`` (9 to 11 µs inside the loaded server, where caches are cold). The result equals
-``hashlib.blake2b(payload, key=key, digest_size=12)`` (tests check it on random keys
-and payloads, and ``server.decision_id`` verifies every id with hashlib).
+and ``binascii`` (9 to 11 µs inside the loaded server, where caches are cold).
+``verify`` accepts only the canonical base64 spelling of an id. Tests check both
+directions against ``hashlib.blake2b(payload, key=key, digest_size=12)`` over
+``struct``-packed payloads with random keys.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
@@ -167,7 +168,8 @@ cdef inline uint64_t _get_be(const uint8_t* p, int n) noexcept nogil:
 
 
 cdef class DecisionSigner:
-    """Signs decision ids with one key; ``counter`` numbers this signer's ids.
+    """Signs decision ids with one key (``sign``; ``counter`` numbers the ids) and
+    verifies ids signed with it (``verify``).
 
     ``DecisionSigner(key, key_id, server_nonce, counter=0)``: ``key`` is 1-64 bytes
     (``signing_keys.secret``), ``key_id`` and ``server_nonce`` go into every payload.
