@@ -70,11 +70,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import numpy as np
 
 from benchmarks.load_client import RunResult, Target, closed_loop, merge, open_loop
+from server.database import create_database, drop_database
 
 NAME = "load"
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -84,6 +85,7 @@ ADMIN_URL = os.environ.get(
     os.environ.get("BANDITD_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
 )
 EXPERIMENT_ID = "load"
+BENCH_DB_PREFIX = "banditd_bench"
 POLICIES = ("thompson", "egreedy", "ucb", "control")
 BATCH_USERS = 100
 LOAD_LEVELS = (0.25, 0.50, 0.75)
@@ -110,33 +112,6 @@ MODES = {
 
 
 # -- processes and databases ---------------------------------------------------------
-
-
-def _with_database(url: str, name: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
-
-
-async def create_database(admin_url: str) -> str:
-    import asyncpg
-
-    name = f"banditd_bench_{secrets.token_hex(6)}"
-    conn = await asyncpg.connect(admin_url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return _with_database(admin_url, name)
-
-
-async def drop_database(admin_url: str, url: str) -> None:
-    import asyncpg
-
-    name = urlsplit(url).path.lstrip("/")
-    conn = await asyncpg.connect(admin_url)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
 
 
 async def prepare_database(url: str, arms: tuple[str, ...]) -> None:
@@ -487,7 +462,7 @@ async def memory_case(admin_url: str, log_dir: Path, *, experiments: int, arms: 
     from server.database import connect
     from server.migrate import migrate
 
-    url = await create_database(admin_url)
+    url = await create_database(admin_url, BENCH_DB_PREFIX)
     server = None
     try:
         conn = await connect(url)
@@ -543,7 +518,7 @@ async def run_on(args: argparse.Namespace, mode: str, log_dir: Path,
     cfg = MODES[mode]
     warm = cfg["warmup"]
     arms = tuple(f"arm-{i}" for i in range(args.arms))
-    url = await create_database(admin_url)
+    url = await create_database(admin_url, BENCH_DB_PREFIX)
     servers: list[Server] = []
     out: dict[str, Any] = {"mode": mode, "database": "embedded" if args.embedded else "local"}
     try:

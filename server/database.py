@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import warnings
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 DEFAULT_DATA_DIR = ".banditd"
 # PostgreSQL's Unix socket path must fit in sockaddr_un (107 bytes on Linux).
@@ -92,3 +94,34 @@ async def create_pool(url: str, *, min_size: int = 1, max_size: int = 4, timeout
     return await asyncpg.create_pool(
         url, min_size=min_size, max_size=max_size, timeout=timeout, init=_init_connection
     )
+
+
+def with_database(url: str, name: str) -> str:
+    """``url`` pointing at database ``name`` on the same server."""
+    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
+
+
+async def create_database(admin_url: str, prefix: str) -> str:
+    """Create an empty database ``<prefix>_<random>`` on ``admin_url``'s server (tests
+    and benchmarks each get their own); returns its URL."""
+    import asyncpg
+
+    name = f"{prefix}_{secrets.token_hex(6)}"
+    conn = await asyncpg.connect(admin_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return with_database(admin_url, name)
+
+
+async def drop_database(admin_url: str, url: str) -> None:
+    """Drop ``url``'s database (connections to it are terminated)."""
+    import asyncpg
+
+    name = urlsplit(url).path.lstrip("/")
+    conn = await asyncpg.connect(admin_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()

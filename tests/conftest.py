@@ -12,20 +12,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import secrets
 import signal
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import grpc
 import pytest
 
 from banditd.v1 import decision_pb2_grpc
+from server import database
 from server.app import BanditServer, ServeConfig
 from server.database import connect
 from server.experiment import ExperimentSpec
@@ -34,28 +32,12 @@ from server.experiment_store import change_status, create_experiment
 ADMIN_URL = os.environ.get("BANDITD_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
-def _with_database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path=f"/{name}"))
-
-
 async def create_database() -> str:
-    name = f"banditd_test_{secrets.token_hex(6)}"
-    conn = await asyncpg.connect(ADMIN_URL)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return _with_database(ADMIN_URL, name)
+    return await database.create_database(ADMIN_URL, "banditd_test")
 
 
 async def drop_database(url: str) -> None:
-    name = urlsplit(url).path.lstrip("/")
-    conn = await asyncpg.connect(ADMIN_URL)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
+    await database.drop_database(ADMIN_URL, url)
 
 
 @pytest.fixture
