@@ -41,9 +41,8 @@ cdef class Decider:
     cdef readonly uint32_t experiment_key
     cdef bytes _prefix              # utf8(salt) | 0x1F
     cdef uint64_t _threshold        # traffic buckets below this are inside
-    cdef bytes _table               # policy bucket -> slot
+    cdef bytes _table               # policy bucket -> slot (owns _slot_of's bytes)
     cdef const uint8_t* _slot_of    # == _table's bytes
-    cdef Py_ssize_t _n_slots
     cdef tuple _kernels             # per slot
     cdef uint8_t _codes[8]
     cdef uint8_t _served_by[8]
@@ -73,7 +72,6 @@ cdef class Decider:
         self._threshold = traffic_threshold
         self._table = policy_table
         self._slot_of = <const uint8_t*> PyBytes_AS_STRING(policy_table)
-        self._n_slots = len(slots)
         self._kernels = tuple(kernel for kernel, _code, _served_by in slots)
         for i, (_kernel, code, served_by) in enumerate(slots):
             self._codes[i] = code

@@ -194,11 +194,6 @@ class ExperimentRuntime:
             self._arm_index = index
         return index
 
-    def assign(self, user_id: str, now_s: float) -> tuple[PolicyState, int]:
-        """The policy that serves ``user_id`` at ``now_s`` and why (a served_by code)."""
-        slot, served_by = self.decider.assign(user_id, now_s)
-        return self.slot_policies[slot], served_by
-
     def adopt_statistics(self, previous: ExperimentRuntime) -> None:
         """Carry learned statistics over from the runtime this one replaces."""
         for policy in self.policies:

@@ -20,6 +20,12 @@ def _experiment(key: int, arms=ARMS, **spec) -> Experiment:
                       status="running", start_at=now, end_at=None, updated_at=now)
 
 
+def _assign(runtime, user_id: str, now_s: float):
+    """The policy serving ``user_id`` and why, as the runtime's decider assigns it."""
+    slot, served_by = runtime.decider.assign(user_id, now_s)
+    return runtime.slot_policies[slot], served_by
+
+
 def test_equal_arm_lists_share_one_tuple_and_index():
     registry = Registry(Rng(1), SIGNER)
     a = registry.upsert(_experiment(1, arms=tuple(ARMS)))
@@ -51,7 +57,7 @@ def test_arm_index_of_a_replaced_runtime_still_answers():
 def test_default_policy_is_control_and_learns_nothing():
     registry = Registry(Rng(1), SIGNER)
     runtime = registry.upsert(_experiment(1, traffic_pct=0.0))
-    policy, served_by = runtime.assign("alice", datetime.now(UTC).timestamp())
+    policy, served_by = _assign(runtime, "alice", datetime.now(UTC).timestamp())
     assert (policy.name, served_by) == ("control", OUTSIDE_TRAFFIC)
     before = [p.pulls.copy() for p in runtime.policies]
     for _ in range(100):
@@ -63,7 +69,7 @@ def test_policies_report_why_they_served():
     registry = Registry(Rng(1), SIGNER)
     runtime = registry.upsert(_experiment(1))
     now = datetime.now(UTC).timestamp()
-    seen = {(p.name, s) for p, s in (runtime.assign(f"user-{i}", now) for i in range(400))}
+    seen = {(p.name, s) for p, s in (_assign(runtime, f"user-{i}", now) for i in range(400))}
     assert seen == {
         ("thompson", POLICY), ("egreedy", POLICY), ("ucb", POLICY), ("control", CONTROL)}
 
