@@ -19,7 +19,7 @@ import importlib
 
 _MODULES = (
     "_rng", "_arms", "_thompson", "_ucb", "_egreedy", "_control", "_hashing", "_signing",
-    "_decide",
+    "_decision_rows", "_decide",
 )
 
 
@@ -33,9 +33,8 @@ def _load(name: str):
         ) from exc
 
 
-_rng, _arms, _thompson, _ucb, _egreedy, _control, _hashing, _signing, _decide = (
-    _load(m) for m in _MODULES
-)
+(_rng, _arms, _thompson, _ucb, _egreedy, _control, _hashing, _signing, _decision_rows,
+ _decide) = (_load(m) for m in _MODULES)
 
 Rng = _rng.Rng
 PolicyBase = _arms.PolicyBase
@@ -50,12 +49,20 @@ DecisionSigner = _signing.DecisionSigner
 decision_key_id = _signing.key_id_of
 DECISION_ID_LENGTH: int = _signing.ENCODED_LENGTH
 Decider = _decide.Decider
+DecisionRows = _decision_rows.DecisionRows
+DECISION_COLUMNS: tuple[str, ...] = _decision_rows.COLUMNS
+COPY_HEADER: bytes = _decision_rows.COPY_HEADER
+COPY_TRAILER: bytes = _decision_rows.COPY_TRAILER
 
 __all__ = [
     "BUCKETS",
+    "COPY_HEADER",
+    "COPY_TRAILER",
+    "DECISION_COLUMNS",
     "DECISION_ID_LENGTH",
     "ControlPolicy",
     "Decider",
+    "DecisionRows",
     "DecisionSigner",
     "EpsilonGreedyPolicy",
     "PolicyBase",

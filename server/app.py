@@ -104,8 +104,12 @@ class BanditServer:
             raise RuntimeError("no decision-id signing key in the database: "
                                "run `banditctl migrate`")
         codec = DecisionIdCodec(keys, max(keys), int.from_bytes(os.urandom(4), "big"))
-        registry = Registry(Rng(config.seed), codec.signer(int.from_bytes(os.urandom(4), "big")))
         self.decision_log = DecisionLog(self.pool, self.server_id, capacity=config.decision_buffer)
+        registry = Registry(
+            Rng(config.seed),
+            codec.signer(int.from_bytes(os.urandom(4), "big")),
+            self.decision_log.rows,
+        )
         self.committer = RewardCommitter(self.pool, registry)
         self.registry = registry
         self.feed = ChangeFeed(url, self.pool, registry, poll_interval=config.poll_interval)

@@ -1,16 +1,18 @@
 """The decision log: a bounded in-memory buffer written to PostgreSQL off the hot path.
 
-``Select`` appends one tuple per decision (no I/O, no allocation beyond the
-tuple); a flusher task swaps the buffer out every ``interval`` seconds (or as
-soon as ``batch_size`` records wait) and writes it with one ``COPY``. When the
-database is unreachable, records stay buffered and the flush is retried with
-backoff; once the buffer holds ``capacity`` records, ``has_room()`` is false and
+``Select`` appends nothing itself: the ``core_ext.Decider`` writes each decision's
+``decisions`` row, in PostgreSQL's binary COPY format, into this log's
+``core_ext.DecisionRows`` (no Python object per decision, nothing to encode at
+flush). A flusher task takes the rows every ``interval`` seconds (or as soon as
+``batch_size`` rows wait) and writes them with one binary ``COPY``. When the
+database is unreachable, the rows stay buffered and the flush is retried with
+backoff; once the buffer holds ``capacity`` rows, ``has_room()`` is false and
 Select answers RESOURCE_EXHAUSTED rather than lose decisions silently.
 
 The same flush also adds the per-experiment call counters (method x status
 code) into ``rpc_counts``, which the error-rate guardrail reads. Successful Selects
 are not counted call by call: each one logs exactly one decision (a SelectBatch
-item counts as one Select), so the flush counts them from the records it writes.
+item counts as one Select), so the flush counts them from the rows it writes.
 """
 
 from __future__ import annotations
@@ -22,34 +24,32 @@ import time
 from collections import Counter
 from datetime import UTC, datetime
 
+import numpy as np
+
+from core_ext import COPY_HEADER, COPY_TRAILER, DECISION_COLUMNS, DecisionRows
 from server.metrics import METRICS
 
 log = logging.getLogger("banditd.workers")
 
-_DECISION_COLUMNS = (
-    "decision_id", "experiment_key", "user_id", "policy", "arm", "propensity", "served_by",
-    "decided_at", "latency_us", "context", "server_id", "candidates",
-)
-
-# A ``decisions`` row in _DECISION_COLUMNS order, as Select builds it, so that a flush
-# hands the buffer to COPY as it is: (decision_id, experiment_key, user_id, policy,
-# arm, propensity, served_by, decided_at (aware datetime), latency_us, context dict or
-# None, server_id, candidate arm names offered (a list) or None when every arm was).
-DecisionRecord = tuple
-
 
 class DecisionLog:
-    """Bounded buffer of decision records plus per-experiment call counters."""
+    """Bounded buffer of decision rows plus per-experiment call counters.
+
+    ``rows`` is where the deciders write; ``_unwritten`` holds the chunks taken from it
+    by flushes that failed, (row bytes, experiment key per row), oldest first.
+    """
 
     __slots__ = (
         "_backoff",
-        "_buffer",
         "_counts",
         "_pool",
+        "_unwritten",
+        "_unwritten_rows",
         "_wakeup",
         "batch_size",
         "capacity",
         "interval",
+        "rows",
         "server_id",
     )
 
@@ -67,25 +67,27 @@ class DecisionLog:
         self.capacity = capacity
         self.batch_size = batch_size
         self.interval = interval
-        self._buffer: list[DecisionRecord] = []
+        self.rows = DecisionRows(server_id)
+        self._unwritten: list[tuple[bytes, np.ndarray]] = []
+        self._unwritten_rows = 0
         self._counts: Counter[tuple[int, str, str]] = Counter()
         self._wakeup = asyncio.Event()
         self._backoff = 0.0
 
     def __len__(self) -> int:
-        return len(self._buffer)
+        return len(self.rows) + self._unwritten_rows
 
     def has_room(self, n: int = 1) -> bool:
-        return len(self._buffer) + n <= self.capacity
+        return len(self) + n <= self.capacity
 
-    def append(self, record: DecisionRecord) -> None:
-        buffer = self._buffer
-        buffer.append(record)
-        if len(buffer) >= self.batch_size:
+    def nudge(self) -> None:
+        """Flush now if a batch is waiting (SelectBatch calls this; single Selects cannot
+        outrun ``batch_size / interval``, 50,000 decisions/s by default)."""
+        if len(self.rows) >= self.batch_size:
             self._wakeup.set()
 
     def count_call(self, experiment_key: int, method: str, code: str, n: int = 1) -> None:
-        """Count calls other than successful Selects (those are counted from records)."""
+        """Count calls other than successful Selects (those are counted from their rows)."""
         self._counts[(experiment_key, method, code)] += n
 
     async def run(self) -> None:
@@ -97,34 +99,40 @@ class DecisionLog:
             await self.flush()
 
     async def flush(self) -> bool:
-        """Write everything buffered now; True on success (records kept on failure)."""
-        records, self._buffer = self._buffer, []
+        """Write everything buffered now; True on success (rows kept on failure)."""
+        chunks = [*self._unwritten, self.rows.take()]
+        self._unwritten, self._unwritten_rows = [], 0
         counts, self._counts = self._counts, Counter()
-        METRICS.decision_buffer.set(len(self._buffer))
-        if not records and not counts:
+        METRICS.decision_buffer.set(len(self))
+        keys = np.concatenate([chunk_keys for _rows, chunk_keys in chunks])
+        if not len(keys) and not counts:
             return True
         started = time.perf_counter()
         try:
             async with self._pool.acquire() as conn, conn.transaction():
-                if records:
-                    await conn.copy_records_to_table(
-                        "decisions", records=records, columns=_DECISION_COLUMNS
+                if len(keys):
+                    await conn.copy_to_table(
+                        "decisions", source=_copy_stream(chunks), columns=DECISION_COLUMNS,
+                        format="binary",
                     )
-                selects = Counter(record[1] for record in records)
-                calls = counts + Counter({(key, "Select", "OK"): n for key, n in selects.items()})
+                experiment_keys, selects = np.unique(keys, return_counts=True)
+                calls = counts + Counter({(int(key), "Select", "OK"): int(n)
+                                          for key, n in zip(experiment_keys, selects,
+                                                            strict=True)})
                 if calls:
                     await self._write_counts(conn, calls)
-        except Exception as exc:  # any failure: keep the records and retry with backoff
-            self._buffer[:0] = records
+        except Exception as exc:  # any failure: keep the rows and retry with backoff
+            self._unwritten = [chunk for chunk in chunks if len(chunk[1])]
+            self._unwritten_rows = len(keys)
             self._counts.update(counts)
             self._backoff = min(5.0, max(0.2, self._backoff * 2))
             METRICS.flush_failures.inc()
             log.error("ERROR decision log flush failed (%d records kept, retry in %.1fs): %s",
-                      len(self._buffer), self._backoff, exc)
+                      len(self), self._backoff, exc)
             return False
         self._backoff = 0.0
         METRICS.flush_seconds.observe(time.perf_counter() - started)
-        METRICS.decision_buffer.set(len(self._buffer))
+        METRICS.decision_buffer.set(len(self))
         return True
 
     async def _write_counts(self, conn, counts: Counter) -> None:
@@ -137,3 +145,12 @@ class DecisionLog:
             [(key, minute, self.server_id, method, code, n)
              for (key, method, code), n in counts.items()],
         )
+
+
+async def _copy_stream(chunks: list[tuple[bytes, np.ndarray]]):
+    """The binary COPY stream of ``chunks``' rows (``DecisionRows.take()``)."""
+    yield COPY_HEADER
+    for rows, _keys in chunks:
+        if rows:
+            yield rows
+    yield COPY_TRAILER

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core_ext import Decider, DecisionSigner, Rng
+from core_ext import Decider, DecisionRows, DecisionSigner, Rng
 from core_ext.policies import make_kernel
 from server.assignment import SEPARATOR, policy_table, traffic_threshold
 from server.experiment import DEFAULT_POLICY, Experiment
@@ -28,6 +28,8 @@ POLICY_BY_CODE = {code: name for name, code in POLICY_CODES.items()}
 SERVED_BY_NAMES = {1: "POLICY", 2: "CONTROL", 3: "OUTSIDE_TRAFFIC", 4: "EXPERIMENT_STOPPED",
                    5: "ROLLED_BACK"}
 POLICY, CONTROL, OUTSIDE_TRAFFIC, EXPERIMENT_STOPPED, ROLLED_BACK = 1, 2, 3, 4, 5
+# The same names indexed by code, for the decider's log rows (code 0 is unused).
+SERVED_BY_CODE_NAMES = ("", *(SERVED_BY_NAMES[code] for code in range(1, 6)))
 # Decisions that belong to the experiment and teach its policies.
 LEARNING_SERVED_BY = frozenset((POLICY, CONTROL))
 
@@ -117,6 +119,7 @@ class ExperimentRuntime:
         rng: Rng,
         signer: DecisionSigner,
         arm_tables: ArmTables | None = None,
+        rows: DecisionRows | None = None,
     ) -> None:
         spec = experiment.spec
         self.experiment = experiment
@@ -182,6 +185,10 @@ class ExperimentRuntime:
             ROLLED_BACK if experiment.status == "rolled_back" else EXPERIMENT_STOPPED,
             serving_from,
             experiment.end_at.timestamp() if experiment.end_at else math.inf,
+            rows,
+            self.arms,
+            tuple(p.name for p in self.slot_policies),
+            SERVED_BY_CODE_NAMES,
         )
 
     @property
@@ -221,11 +228,12 @@ def _index_of(arms: tuple[str, ...]) -> dict[str, int]:
 class Registry:
     """Live experiments by id and by numeric key."""
 
-    __slots__ = ("_by_id", "_by_key", "arm_tables", "rng", "signer")
+    __slots__ = ("_by_id", "_by_key", "arm_tables", "rng", "rows", "signer")
 
-    def __init__(self, rng: Rng, signer: DecisionSigner) -> None:
+    def __init__(self, rng: Rng, signer: DecisionSigner, rows: DecisionRows | None = None) -> None:
         self.rng = rng
         self.signer = signer
+        self.rows = rows  # where the deciders log decisions (None: nowhere)
         self._by_id: dict[str, ExperimentRuntime] = {}
         self._by_key: dict[int, ExperimentRuntime] = {}
         self.arm_tables = ArmTables()
@@ -244,7 +252,9 @@ class Registry:
 
     def upsert(self, experiment: Experiment) -> ExperimentRuntime:
         """Install or replace an experiment's runtime, keeping its learned statistics."""
-        runtime = ExperimentRuntime(experiment, self.rng, self.signer, self.arm_tables)
+        runtime = ExperimentRuntime(
+            experiment, self.rng, self.signer, self.arm_tables, self.rows
+        )
         if runtime.arms is not experiment.spec.arms:
             # An equal tuple is already held: let the spec share it too, so that the
             # strings this row was decoded into can be freed (same value, frozen spec).

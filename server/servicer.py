@@ -8,6 +8,7 @@ failure is a gRPC status with a message a caller can act on, and changes no stat
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from datetime import UTC, datetime
@@ -72,7 +73,6 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
         self.draining = False
         # Bound once: the hot path calls these for every decision.
         self._registry_get = registry.get
-        self._server_id = decision_log.server_id
         self._select_ok = self._latency_child("Select", grpc.StatusCode.OK)
 
     # -- Select -----------------------------------------------------------------------
@@ -81,8 +81,8 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
     # the loaded server every Select meets cold caches, so Python costs about three
     # times its warm-loop time: the decision itself is one C call (core_ext.Decider),
     # the registry is looked up before the experiment id is validated (ids in the
-    # registry are valid), the common valid user id is checked inline, the log record
-    # is the finished decisions row, successful calls are counted from those rows at
+    # registry are valid), the common valid user id is checked inline, the decider
+    # writes the decisions row itself, successful calls are counted from those rows at
     # flush, SelectBatch adds its responses in place, and metric children are cached.
 
     async def Select(self, request, context) -> decision_pb2.SelectResponse:
@@ -129,15 +129,17 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
             except RpcFailure as failure:  # the failing item is the next one to add
                 failure.message = f"requests[{len(reply.responses)}]: {failure.message}"
                 raise
+            finally:
+                self._log.nudge()
         except RpcFailure as failure:
             await self._fail(context, "SelectBatch", failure, started)
         self._observe("SelectBatch", grpc.StatusCode.OK, started)
         return reply
 
     def _decide(self, request, started: float) -> tuple[str, str, str, float, int]:
-        """One decision: (decision_id, arm, policy, propensity, served_by), logged (which
-        counts the call) and counted in the decision metrics; raises RpcFailure (and
-        changes nothing) when the request is refused."""
+        """One decision: (decision_id, arm, policy, propensity, served_by), logged by the
+        decider (the row counts the call) and counted in the decision metrics; raises
+        RpcFailure (and changes nothing) when the request is refused."""
         if self.draining:
             raise RpcFailure(grpc.StatusCode.UNAVAILABLE, "server is draining; retry elsewhere")
         runtime = self._registry_get(request.experiment_id)
@@ -157,22 +159,16 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
         log = self._log
         if len(log) >= log.capacity:  # not log.has_room()
             raise _buffer_full(key)
-        now = time.time()
         try:
             decision_id, slot, arm_index, propensity, served_by = runtime.decider.decide(
-                user_id, now, candidates
+                user_id, time.time(), candidates, started,
+                json.dumps(context).encode() if context else None,
             )
         except ValueError as exc:
             raise RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, str(exc), key) from None
-        policy = runtime.slot_policies[slot]
         arm = runtime.arms[arm_index]
-        name = policy.name
+        name = runtime.slot_policies[slot].name
         served_by_name = SERVED_BY_NAMES[served_by]
-        log.append(
-            (decision_id, key, user_id, name, arm, propensity, served_by_name,
-             datetime.fromtimestamp(now, UTC), int((time.perf_counter() - started) * 1e6), context,
-             self._server_id, list(candidate_arms) if candidate_arms else None)
-        )
         labels = (runtime.id, name, arm, served_by_name)  # METRICS.decisions.inc, inlined
         n = self._decision_counts.get(labels)
         if n is None:

@@ -10,6 +10,7 @@ from scipy import stats
 from core_ext import BUCKETS, ControlPolicy, Decider, DecisionSigner, Rng, assignment_bucket
 from server.assignment import SEPARATOR, buckets, policy_table, traffic_threshold, user_hash
 from server.decision_id import DecisionIdCodec
+from server.registry import SERVED_BY_CODE_NAMES
 
 SALT = b"0123456789abcdef"
 
@@ -28,16 +29,19 @@ def test_policy_table_gives_each_policy_its_share_of_buckets(split):
     assert policy_table(list(split)) is table  # equal splits share one table
 
 
-def _decider(traffic_pct: float, split, serving=(0.0, math.inf)) -> Decider:
+def _decider(traffic_pct: float, split, serving=(0.0, math.inf), rows=None) -> Decider:
     slots = tuple(
         (ControlPolicy(np.zeros(3), np.zeros(3), Rng(i)), i, 1) for i in range(len(split))
     )
     return Decider(DecisionSigner(bytes(32), 1, 0), 7, SALT + SEPARATOR,
                    traffic_threshold(traffic_pct), policy_table(split), slots,
-                   (ControlPolicy(np.zeros(3), np.zeros(3), Rng(9)), 3), OUTSIDE, STOPPED, *serving)
+                   (ControlPolicy(np.zeros(3), np.zeros(3), Rng(9)), 3), OUTSIDE, STOPPED, *serving,
+                   rows, ARMS, (*(f"policy-{i}" for i in range(len(split))), "default"),
+                   SERVED_BY_CODE_NAMES)
 
 
 OUTSIDE, STOPPED = 3, 4
+ARMS = ("a", "b", "c")
 
 
 @pytest.mark.parametrize(("traffic_pct", "split"), [(1.0, (0.25,) * 4), (0.3, (0.7, 0.2, 0.1))])

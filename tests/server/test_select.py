@@ -215,3 +215,39 @@ async def test_health_and_reflection_are_served(migrated_db_url, start_server):
         services |= {s.name for s in response.list_services_response.service}
     assert "banditd.v1.DecisionService" in services
 
+
+
+async def test_decisions_survive_a_failed_flush_and_are_written_once(migrated_db_url, start_server):
+    """While the decisions table cannot be written, flushes fail and keep every row; the
+    first flush after that writes each decision exactly once and counts each once."""
+    experiment = await make_experiment(migrated_db_url)
+    running = await start_server()
+    log = running.server.decision_log
+    log.interval = 3600  # only the flushes below
+    conn = await connect(migrated_db_url)
+    try:
+        await conn.execute("ALTER TABLE decisions RENAME TO decisions_away")
+        before = [await running.stub.Select(pb.SelectRequest(experiment_id="exp", user_id=f"a{i}"))
+                  for i in range(4)]
+        assert not await log.flush()
+        assert len(log) == 4
+        during = [await running.stub.Select(pb.SelectRequest(experiment_id="exp", user_id=f"b{i}"))
+                  for i in range(3)]
+        assert not await log.flush()
+        assert len(log) == 7
+        await conn.execute("ALTER TABLE decisions_away RENAME TO decisions")
+        assert await log.flush()
+        assert len(log) == 0
+        logged = await conn.fetch("SELECT decision_id, user_id, decided_at FROM decisions")
+        selects = await conn.fetchval(
+            "SELECT sum(calls) FROM rpc_counts WHERE experiment_key = $1 AND method = 'Select' "
+            "AND code = 'OK'", experiment.key)
+    finally:
+        await conn.close()
+    assert sorted(r["decision_id"] for r in logged) == sorted(
+        r.decision_id for r in before + during)
+    assert selects == 7
+    codec = running.server.servicer._codec
+    for row in logged:  # decided_at is the time the id carries (ms) to the microsecond
+        ms = codec.decode(row["decision_id"]).decided_at_ms
+        assert abs(row["decided_at"].timestamp() * 1000 - ms) < 1
