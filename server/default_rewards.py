@@ -21,7 +21,12 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 from server.registry import POLICY_BY_CODE, POLICY_CODES, Registry
-from server.reward_commit import PendingReward, RewardCommitter, RewardOutcome
+from server.reward_commit import (
+    PendingReward,
+    RewardCommitter,
+    RewardOutcome,
+    unix_microseconds,
+)
 
 log = logging.getLogger("banditd.workers")
 
@@ -97,8 +102,8 @@ class DefaultRewardWorker:
                     value=spec.default_reward,
                     normalised=spec.normalise_reward(spec.default_reward),
                     source="default",
-                    decided_at=row["decided_at"],
-                    event_time=None,
+                    decided_at_us=unix_microseconds(row["decided_at"]),
+                    event_time_us=None,
                 )
             )
         outcomes = await asyncio.gather(

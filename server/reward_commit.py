@@ -6,7 +6,9 @@ commit it in one transaction — natural group commit: under load a batch grows 
 whatever arrived during the previous commit, so one fsync is shared by many calls,
 and at low load a reward waits for exactly one commit. Each transaction is one
 statement (one round trip; PostgreSQL runs a statement with its data-modifying
-CTEs atomically) that
+CTEs atomically), whose one parameter is the whole group as a JSON array of rows
+(``json.dumps`` in C, then one text value to encode: asyncpg's encoding of eleven
+arrays cost ~15 us per reward, most of a commit's CPU), that
 
 1. inserts the reward rows with ``ON CONFLICT (decision_id) DO NOTHING
    RETURNING decision_id`` — the unique key makes a retry, or the same reward sent
@@ -20,9 +22,12 @@ CTEs atomically) that
 Only when some rewards were duplicates does a second, read-only statement look up
 whether the committed reward was a default one (the window had closed).
 
-One committer by default: a commit costs the event loop ~150 us of CPU whatever its
-size, and two committers split the same arrivals into groups half as large (measured
-at 64 concurrent callers: 1.5 vs 3.8 rewards per group, ~2,000 vs ~2,700 acks/s).
+One committer by default: a commit costs the event loop a few hundred us of CPU
+whatever its size, and two committers split the same arrivals into groups half as
+large (measured at 64 concurrent callers: 1.5 vs 3.8 rewards per group, ~2,000 vs
+~2,700 acks/s). For the same reason a committer under load waits up to
+``commit_delay`` for its group to fill while rewards keep arriving (see
+``_commit_loop``).
 
 If anything fails the transaction rolls back, every caller in the batch gets
 ``RewardStoreUnavailable`` (the RPC answers UNAVAILABLE) and nothing was counted:
@@ -37,7 +42,7 @@ import logging
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from server.metrics import METRICS
 from server.registry import LEARNING_SERVED_BY, POLICY_BY_CODE, SERVED_BY_NAMES, Registry
@@ -56,6 +61,14 @@ class RewardOutcome(enum.Enum):
     WINDOW_CLOSED = "window_closed"
 
 
+_UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def unix_microseconds(moment: datetime) -> int:
+    """An aware datetime as whole Unix microseconds (exact, unlike ``timestamp()``)."""
+    return (moment - _UNIX_EPOCH) // timedelta(microseconds=1)
+
+
 class RewardStoreUnavailable(RuntimeError):
     """The reward could not be committed; nothing was acknowledged or counted."""
 
@@ -71,8 +84,8 @@ class PendingReward:
     value: float
     normalised: float
     source: str  # 'client' or 'default'
-    decided_at: datetime
-    event_time: datetime | None
+    decided_at_us: int  # Unix microseconds
+    event_time_us: int | None
     future: asyncio.Future = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -87,8 +100,10 @@ class RewardCommitter:
         registry: Registry,
         *,
         committers: int = 1,
-        commit_delay: float = 0.001,
-        full_group: int = 32,
+        commit_delay: float = 0.008,
+        commit_gap: float = 0.001,
+        commit_siblings: int = 5,
+        full_group: int = 64,
     ) -> None:
         self._pool = pool
         self._registry = registry
@@ -98,8 +113,10 @@ class RewardCommitter:
         self._last_policy_log: dict[tuple[int, int], float] = {}
         self._reward_children: dict[tuple[RewardOutcome, str], object] = {}
         self._last_batch = 0
-        self.commit_delay = commit_delay  # seconds a group may wait to fill under load
-        self.full_group = full_group      # ... unless it already holds this many rewards
+        self.commit_delay = commit_delay  # seconds a group may wait to fill under load,
+        self.commit_gap = commit_gap      # ... while rewards arrive at least this often,
+        self.commit_siblings = commit_siblings  # ... when the last group held this many,
+        self.full_group = full_group      # ... until it holds this many
 
     async def submit(self, reward: PendingReward) -> RewardOutcome:
         self._queue.append(reward)
@@ -126,16 +143,24 @@ class RewardCommitter:
                     self._ready.clear()
                     await self._ready.wait()
                 # One more loop iteration: calls whose bytes already arrived get queued
-                # too, so a busy loop commits fewer, larger groups (one commit costs a
-                # round trip and an fsync whatever its size).
+                # too, so a busy loop commits fewer, larger groups.
                 await asyncio.sleep(0)
-                # Under load (the last group held several rewards) wait a little longer
-                # for the group to fill, like PostgreSQL's commit_delay: a commit costs
-                # ~150 us of this loop's CPU whatever its size, so at 64 concurrent
-                # callers 1 ms here took groups from 4 to 10 rewards and the acks from
-                # ~2,700 to ~3,700/s. A lone caller (groups of 1) never waits.
-                if self._last_batch > 1 and len(self._queue) < self.full_group:
-                    await asyncio.sleep(self.commit_delay)
+                # Under load (the last group held ``commit_siblings`` rewards or more),
+                # let the group fill while rewards keep arriving: every ``commit_gap``
+                # seconds, for at most ``commit_delay`` (PostgreSQL's commit_delay and
+                # commit_siblings, plus an early end when arrivals stop). A commit costs
+                # this loop a few hundred us of CPU whatever its size, CPU the gRPC side
+                # needs: at 64 concurrent callers a fixed 1 ms wait gave groups of 8 and
+                # 0.65 of the empty-RPC floor's rate, 8 ms groups of 25 and 0.78. A few
+                # callers never wait; a few more wait one gap.
+                if self._last_batch >= self.commit_siblings:
+                    deadline = time.monotonic() + self.commit_delay
+                    queued = len(self._queue)
+                    while queued < self.full_group and time.monotonic() < deadline:
+                        await asyncio.sleep(self.commit_gap)
+                        if len(self._queue) == queued:
+                            break
+                        queued = len(self._queue)
                 if not self._queue:
                     continue
                 batch, self._queue = self._queue, []
@@ -176,7 +201,7 @@ class RewardCommitter:
         firsts = sorted((group[0] for group in by_id.values()), key=lambda r: r.decision_id)
         started = time.perf_counter()
         try:
-            applied_ids = {row[0] for row in await conn.fetch(_COMMIT_SQL, *_columns(firsts))}
+            applied_ids = {row[0] for row in await conn.fetch(_COMMIT_SQL, _rows(firsts))}
             applied = [r for r in firsts if r.decision_id in applied_ids]
             conflicts = [r.decision_id for r in firsts if r.decision_id not in applied_ids]
             existing = (
@@ -250,33 +275,30 @@ def _fail(batch: list[PendingReward], exc: Exception) -> None:
             reward.future.set_exception(exc)
 
 
-def _columns(rewards: list[PendingReward]) -> tuple[list, ...]:
-    return (
-        [r.decision_id for r in rewards],
-        [r.experiment_key for r in rewards],
-        [POLICY_BY_CODE[r.policy_code] for r in rewards],
-        [r.arm for r in rewards],
-        [SERVED_BY_NAMES[r.served_by] for r in rewards],
-        [r.value for r in rewards],
-        [r.source for r in rewards],
-        [r.decided_at for r in rewards],
-        [r.event_time for r in rewards],
-        [r.normalised for r in rewards],
-        [r.served_by in LEARNING_SERVED_BY for r in rewards],
-    )
+def _rows(rewards: list[PendingReward]) -> list[tuple]:
+    """The group as _COMMIT_SQL's JSON rows (positions as in its ``input``)."""
+    return [
+        (r.decision_id, r.experiment_key, POLICY_BY_CODE[r.policy_code], r.arm,
+         SERVED_BY_NAMES[r.served_by], r.value, r.source, r.decided_at_us, r.event_time_us,
+         r.normalised, r.served_by in LEARNING_SERVED_BY)
+        for r in rewards
+    ]
 
 
 # One statement, one transaction: the reward rows, then the applied learning rewards
 # (normalised to [0, 1]) added to ``arm_stats`` in key order (one lock order for every
 # committer: no deadlocks); returns the ids that were applied. PostgreSQL runs every
-# data-modifying CTE to completion, whether or not the outer query reads it.
+# data-modifying CTE to completion, whether or not the outer query reads it. $1 is a
+# JSON array of rows (``_rows``); times are Unix microseconds (exact in a double until
+# the year 2255), floats are written by ``repr`` and read back exactly.
 _COMMIT_SQL = """
 WITH input AS (
-    SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::text[],
-        $6::float8[], $7::text[], $8::timestamptz[], $9::timestamptz[], $10::float8[],
-        $11::bool[])
-        AS t(decision_id, experiment_key, policy, arm, served_by, value, source, decided_at,
-             event_time, normalised, learning)
+    SELECT r->>0 AS decision_id, (r->>1)::int AS experiment_key, r->>2 AS policy,
+           r->>3 AS arm, r->>4 AS served_by, (r->>5)::float8 AS value, r->>6 AS source,
+           to_timestamp((r->>7)::float8 / 1e6) AS decided_at,
+           to_timestamp((r->>8)::float8 / 1e6) AS event_time,
+           (r->>9)::float8 AS normalised, (r->>10)::bool AS learning
+    FROM json_array_elements($1::json) AS r
 ),
 applied AS (
     INSERT INTO rewards (decision_id, experiment_key, policy, arm, served_by, value, source,

@@ -252,8 +252,8 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
                 "default reward applies",
                 key,
             )
-        event_time = (
-            request.event_time.ToDatetime(tzinfo=UTC) if request.HasField("event_time") else None
+        event_time_us = (
+            request.event_time.ToMicroseconds() if request.HasField("event_time") else None
         )
         return PendingReward(
             decision_id=decision_id,
@@ -265,8 +265,8 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
             value=request.value,
             normalised=spec.normalise_reward(request.value),
             source="client",
-            decided_at=datetime.fromtimestamp(ref.decided_at_ms / 1000.0, UTC),
-            event_time=event_time,
+            decided_at_us=ref.decided_at_ms * 1000,
+            event_time_us=event_time_us,
         )
 
     # -- bookkeeping ------------------------------------------------------------------

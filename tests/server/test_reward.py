@@ -1,9 +1,11 @@
 """Rewards are durable and exactly-once; default rewards close the window once."""
 
 import asyncio
+from datetime import UTC, datetime
 
 import grpc
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from banditd.v1 import decision_pb2 as pb
 from server.database import connect
@@ -39,6 +41,36 @@ async def test_fifty_concurrent_copies_count_once(migrated_db_url, start_server)
     assert statuses.count(pb.DUPLICATE) == 49
     assert await _stats(migrated_db_url) == {(decision.policy, decision.arm): (1.0, 1.0)}
     assert _memory(running, decision.policy, decision.arm) == (1.0, 1.0)
+
+
+async def test_reward_row_keeps_every_field_exactly(migrated_db_url, start_server):
+    """The rewards row of a group commit: names, the decision's time (the id's ms), the
+    client's event time to the microsecond and the raw value, for every reward of a group."""
+    await make_experiment(migrated_db_url)
+    running = await start_server()
+    decisions = [await running.stub.Select(pb.SelectRequest(experiment_id="exp", user_id=f"u{i}"))
+                 for i in range(12)]
+    event_time = Timestamp(seconds=1_764_000_000, nanos=123_456_000)
+    values = [i / 13 for i in range(12)]  # not short decimals
+    await asyncio.gather(*(
+        running.stub.Reward(pb.RewardRequest(decision_id=d.decision_id, value=v,
+                                             event_time=event_time if i % 2 else None))
+        for i, (d, v) in enumerate(zip(decisions, values, strict=True))
+    ))
+    conn = await connect(migrated_db_url)
+    try:
+        rows = {r["decision_id"]: r for r in await conn.fetch("SELECT * FROM rewards")}
+    finally:
+        await conn.close()
+    codec = running.server.servicer._codec
+    for i, (d, value) in enumerate(zip(decisions, values, strict=True)):
+        row = rows[d.decision_id]
+        assert (row["policy"], row["arm"], row["served_by"], row["source"]) == (
+            d.policy, d.arm, pb.ServedBy.Name(d.served_by), "client")
+        assert row["value"] == value  # bit for bit
+        decided_ms = codec.decode(d.decision_id).decided_at_ms
+        assert row["decided_at"] == datetime.fromtimestamp(decided_ms / 1000, UTC)
+        assert row["event_time"] == (event_time.ToDatetime(tzinfo=UTC) if i % 2 else None)
 
 
 async def test_duplicate_sent_to_another_replica_counts_nothing(migrated_db_url, start_server):
@@ -178,3 +210,24 @@ async def test_a_decision_row_written_late_still_gets_its_default_reward(
         return await _stats(migrated_db_url) == {(decision.policy, decision.arm): (1.0, 0.0)}
 
     await wait_for(defaulted, timeout=5.0)
+
+
+async def test_group_commit_stops_waiting_when_rewards_stop_arriving(
+    migrated_db_url, start_server
+):
+    """Under load a group waits for more rewards, but only while they keep coming: after
+    a burst, a lone reward is not held for the whole ``commit_delay`` (a minute here)."""
+    await make_experiment(migrated_db_url)
+    running = await start_server()
+    committer = running.server.committer
+    committer.commit_delay = 60.0
+    decisions = [await running.stub.Select(pb.SelectRequest(experiment_id="exp", user_id=f"u{i}"))
+                 for i in range(41)]
+    burst = await asyncio.gather(*(
+        running.stub.Reward(pb.RewardRequest(decision_id=d.decision_id, value=1.0))
+        for d in decisions[:40]
+    ))
+    assert {r.status for r in burst} == {pb.APPLIED}
+    assert committer._last_batch >= committer.commit_siblings  # the next group may wait
+    lone = running.stub.Reward(pb.RewardRequest(decision_id=decisions[40].decision_id, value=1))
+    assert (await asyncio.wait_for(lone, timeout=20)).status == pb.APPLIED
