@@ -19,8 +19,10 @@ arrays cost ~15 us per reward, most of a commit's CPU), that
 3. commits. Only then are the futures resolved and the in-memory statistics
    updated, so memory never holds a reward the database does not.
 
-Only when some rewards were duplicates does a second, read-only statement look up
-whether the committed reward was a default one (the window had closed).
+The statement answers with the ids that were *not* applied (NULL when all were, the
+common case: one value to decode per group). Only when some were duplicates does a
+second, read-only statement look up whether the committed reward was a default one
+(the window had closed).
 
 One committer by default: a commit costs the event loop a few hundred us of CPU
 whatever its size, and two committers split the same arrivals into groups half as
@@ -201,13 +203,11 @@ class RewardCommitter:
         firsts = sorted((group[0] for group in by_id.values()), key=lambda r: r.decision_id)
         started = time.perf_counter()
         try:
-            applied_ids = {row[0] for row in await conn.fetch(_COMMIT_SQL, _rows(firsts))}
-            applied = [r for r in firsts if r.decision_id in applied_ids]
-            conflicts = [r.decision_id for r in firsts if r.decision_id not in applied_ids]
+            conflicts = set(await conn.fetchval(_COMMIT_SQL, _rows(firsts)) or ())
             existing = (
                 dict(await conn.fetch(
                     "SELECT decision_id, source FROM rewards WHERE decision_id = ANY($1)",
-                    conflicts,
+                    list(conflicts),
                 ))
                 if conflicts
                 else {}
@@ -218,11 +218,13 @@ class RewardCommitter:
             return False
         METRICS.commit_seconds.observe(time.perf_counter() - started)
         METRICS.commit_batch.observe(len(batch))
-        self._apply_in_memory(applied)
+        self._apply_in_memory(
+            [r for r in firsts if r.decision_id not in conflicts] if conflicts else firsts
+        )
         outcomes: Counter[tuple[RewardOutcome, str]] = Counter()
         for decision_id, group in by_id.items():
             first = group[0]
-            if decision_id in applied_ids:
+            if decision_id not in conflicts:
                 outcome = RewardOutcome.APPLIED
             elif existing.get(decision_id) == "default" and first.source == "client":
                 outcome = RewardOutcome.WINDOW_CLOSED
@@ -287,10 +289,11 @@ def _rows(rewards: list[PendingReward]) -> list[tuple]:
 
 # One statement, one transaction: the reward rows, then the applied learning rewards
 # (normalised to [0, 1]) added to ``arm_stats`` in key order (one lock order for every
-# committer: no deadlocks); returns the ids that were applied. PostgreSQL runs every
-# data-modifying CTE to completion, whether or not the outer query reads it. $1 is a
-# JSON array of rows (``_rows``); times are Unix microseconds (exact in a double until
-# the year 2255), floats are written by ``repr`` and read back exactly.
+# committer: no deadlocks). PostgreSQL runs every data-modifying CTE to completion,
+# whether or not the outer query reads it. Returns the ids that were not applied
+# (duplicates), NULL when every one was. $1 is a JSON array of rows (``_rows``); times
+# are Unix microseconds (exact in a double until the year 2255), floats are written by
+# ``repr`` and read back exactly.
 _COMMIT_SQL = """
 WITH input AS (
     SELECT r->>0 AS decision_id, (r->>1)::int AS experiment_key, r->>2 AS policy,
@@ -323,5 +326,6 @@ learned AS (
         reward_sum_sq = s.reward_sum_sq + EXCLUDED.reward_sum_sq,
         updated_at = now()
 )
-SELECT decision_id FROM applied
+SELECT array_agg(i.decision_id) FROM input i
+WHERE NOT EXISTS (SELECT FROM applied a WHERE a.decision_id = i.decision_id)
 """

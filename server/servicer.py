@@ -41,6 +41,9 @@ from server.validation import (
 api_log = logging.getLogger("banditd.api")
 
 _CODE_NAMES = {code: code.name for code in grpc.StatusCode}
+# The two successful Reward answers, shared (gRPC only serialises a response).
+_APPLIED = decision_pb2.RewardResponse(status=decision_pb2.APPLIED)
+_DUPLICATE = decision_pb2.RewardResponse(status=decision_pb2.DUPLICATE)
 
 
 class RpcFailure(Exception):
@@ -74,6 +77,7 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
         # Bound once: the hot path calls these for every decision.
         self._registry_get = registry.get
         self._select_ok = self._latency_child("Select", grpc.StatusCode.OK)
+        self._reward_ok = self._latency_child("Reward", grpc.StatusCode.OK)
 
     # -- Select -----------------------------------------------------------------------
     #
@@ -212,11 +216,8 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
         except RpcFailure as failure:
             await self._fail(context, "Reward", failure, started)
         self._log.count_call(pending.experiment_key, "Reward", "OK")
-        self._observe("Reward", grpc.StatusCode.OK, started)
-        status = (
-            decision_pb2.APPLIED if outcome is RewardOutcome.APPLIED else decision_pb2.DUPLICATE
-        )
-        return decision_pb2.RewardResponse(status=status)
+        self._reward_ok.observe(time.perf_counter() - started)
+        return _APPLIED if outcome is RewardOutcome.APPLIED else _DUPLICATE
 
     def _pending_reward(self, request) -> PendingReward:
         if self.draining:
