@@ -102,7 +102,7 @@ class RewardCommitter:
         registry: Registry,
         *,
         committers: int = 1,
-        commit_delay: float = 0.008,
+        commit_delay: float = 0.010,
         commit_gap: float = 0.001,
         commit_siblings: int = 5,
         full_group: int = 64,
@@ -152,8 +152,10 @@ class RewardCommitter:
                 # seconds, for at most ``commit_delay`` (PostgreSQL's commit_delay and
                 # commit_siblings, plus an early end when arrivals stop). A commit costs
                 # this loop a few hundred us of CPU whatever its size, CPU the gRPC side
-                # needs: at 64 concurrent callers a fixed 1 ms wait gave groups of 8 and
-                # 0.65 of the empty-RPC floor's rate, 8 ms groups of 25 and 0.78. A few
+                # needs. At 64 concurrent callers (acks as a share of the empty-RPC
+                # floor's rate, 3 pairs each): a fixed 1 ms wait gave groups of 8 and
+                # 0.65; up to 8 ms, groups of 22 and 0.68-0.80; 10 ms, 27 and 0.80-0.81;
+                # 15 ms, 0.81-0.85 but groups that swing between 1-4 and 64. A few
                 # callers never wait; a few more wait one gap.
                 if self._last_batch >= self.commit_siblings:
                     deadline = time.monotonic() + self.commit_delay
