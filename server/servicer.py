@@ -1,7 +1,7 @@
 """The DecisionService handlers: validate, decide in memory, log, answer.
 
 ``Select`` never awaits: validation, the decision (assignment, kernel and signed
-id in one ``core_ext.Decider`` call) and the append to the decision buffer all run
+id and its decision-log row, in one ``core_ext.Decider`` call) all run
 synchronously on the event loop. ``Reward`` awaits only its group commit. Every
 failure is a gRPC status with a message a caller can act on, and changes no state.
 """
@@ -119,7 +119,7 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
                 )
             if not self._log.has_room(len(requests)):
                 raise _buffer_full()
-            # Each decision counts as one successful Select (from its log record); when
+            # Each decision counts as one successful Select (from its log row); when
             # an item fails, the decisions before it stand, as with single Selects.
             try:
                 for item in requests:
