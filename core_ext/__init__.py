@@ -19,7 +19,7 @@ import importlib
 
 _MODULES = (
     "_rng", "_arms", "_thompson", "_ucb", "_egreedy", "_control", "_hashing", "_signing",
-    "_decision_rows", "_decide",
+    "_decision_rows", "_decide", "_wire",
 )
 
 
@@ -34,7 +34,7 @@ def _load(name: str):
 
 
 (_rng, _arms, _thompson, _ucb, _egreedy, _control, _hashing, _signing, _decision_rows,
- _decide) = (_load(m) for m in _MODULES)
+ _decide, _wire) = (_load(m) for m in _MODULES)
 
 Rng = _rng.Rng
 PolicyBase = _arms.PolicyBase
@@ -53,6 +53,10 @@ DecisionRows = _decision_rows.DecisionRows
 DECISION_COLUMNS: tuple[str, ...] = _decision_rows.COLUMNS
 COPY_HEADER: bytes = _decision_rows.COPY_HEADER
 COPY_TRAILER: bytes = _decision_rows.COPY_TRAILER
+WireFormatError = _wire.WireFormatError
+parse_select_request = _wire.parse_select_request
+parse_reward_request = _wire.parse_reward_request
+select_response = _wire.select_response
 
 __all__ = [
     "BUCKETS",
@@ -69,7 +73,11 @@ __all__ = [
     "Rng",
     "ThompsonPolicy",
     "UCB1Policy",
+    "WireFormatError",
     "assignment_bucket",
     "decision_key_id",
     "hash64",
+    "parse_reward_request",
+    "parse_select_request",
+    "select_response",
 ]

@@ -24,7 +24,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
-from banditd.v1 import decision_pb2, decision_pb2_grpc
+from banditd.v1 import decision_pb2
 from core_ext import Rng
 from server import __version__
 from server.change_feed import ChangeFeed
@@ -40,7 +40,7 @@ from server.propensity import PropensityRefresher
 from server.registry import Registry
 from server.replica_sync import ReplicaSync
 from server.reward_commit import RewardCommitter
-from server.servicer import DecisionServicer
+from server.servicer import DecisionServicer, add_to_server
 
 log = logging.getLogger("banditd.app")
 
@@ -116,7 +116,7 @@ class BanditServer:
         self.servicer = DecisionServicer(registry, codec, self.decision_log, self.committer)
 
         self._grpc = grpc.aio.server()
-        decision_pb2_grpc.add_DecisionServiceServicer_to_server(self.servicer, self._grpc)
+        add_to_server(self.servicer, self._grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._grpc

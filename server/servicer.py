@@ -1,9 +1,10 @@
 """The DecisionService handlers: validate, decide in memory, log, answer.
 
-``Select`` never awaits: validation, the decision (assignment, kernel and signed
-id and its decision-log row, in one ``core_ext.Decider`` call) all run
-synchronously on the event loop. ``Reward`` awaits only its group commit. Every
-failure is a gRPC status with a message a caller can act on, and changes no state.
+``Select`` never awaits: parsing the request, validation, the decision (assignment,
+kernel and signed id and its decision-log row, in one ``core_ext.Decider`` call) and
+writing the response all run synchronously on the event loop. ``Reward`` awaits only
+its group commit. Both take and return raw bytes (``add_to_server``). Every failure is
+a gRPC status with a message a caller can act on, and changes no state.
 """
 
 from __future__ import annotations
@@ -17,6 +18,12 @@ import grpc
 import numpy as np
 
 from banditd.v1 import decision_pb2, decision_pb2_grpc
+from core_ext import (
+    WireFormatError,
+    parse_reward_request,
+    parse_select_request,
+    select_response,
+)
 from server.decision_id import DecisionIdCodec, InvalidDecisionId
 from server.decision_log import DecisionLog
 from server.metrics import METRICS
@@ -41,9 +48,9 @@ from server.validation import (
 api_log = logging.getLogger("banditd.api")
 
 _CODE_NAMES = {code: code.name for code in grpc.StatusCode}
-# The two successful Reward answers, shared (gRPC only serialises a response).
-_APPLIED = decision_pb2.RewardResponse(status=decision_pb2.APPLIED)
-_DUPLICATE = decision_pb2.RewardResponse(status=decision_pb2.DUPLICATE)
+# The two successful Reward answers, serialised once.
+_APPLIED = decision_pb2.RewardResponse(status=decision_pb2.APPLIED).SerializeToString()
+_DUPLICATE = decision_pb2.RewardResponse(status=decision_pb2.DUPLICATE).SerializeToString()
 
 
 class RpcFailure(Exception):
@@ -83,25 +90,27 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
     #
     # The hot path (see benchmarks/load.py and the closing notes of issue 6). Inside
     # the loaded server every Select meets cold caches, so Python costs about three
-    # times its warm-loop time: the decision itself is one C call (core_ext.Decider),
+    # times its warm-loop time: the request is parsed and the response written in C
+    # (core_ext's wire functions), the decision itself is one C call (core_ext.Decider),
     # the registry is looked up before the experiment id is validated (ids in the
     # registry are valid), the common valid user id is checked inline, the decider
     # writes the decisions row itself, successful calls are counted from those rows at
     # flush, SelectBatch adds its responses in place, and metric children are cached.
 
-    async def Select(self, request, context) -> decision_pb2.SelectResponse:
+    async def Select(self, request: bytes, context) -> bytes:
         started = time.perf_counter()
         try:
-            decision_id, arm, policy, propensity, served_by = self._decide(request, started)
+            try:
+                experiment_id, user_id, candidate_arms, request_context = (
+                    parse_select_request(request))
+            except WireFormatError as exc:
+                raise RpcFailure(grpc.StatusCode.INVALID_ARGUMENT,
+                                 f"malformed SelectRequest: {exc}") from None
+            decision_id, arm, policy, propensity, served_by = self._decide(
+                experiment_id, user_id, candidate_arms, request_context, started)
         except RpcFailure as failure:
             await self._fail(context, "Select", failure, started)
-        response = decision_pb2.SelectResponse(
-            decision_id=decision_id,
-            arm=arm,
-            policy=policy,
-            propensity=propensity,
-            served_by=served_by,
-        )
+        response = select_response(decision_id, arm, policy, propensity, served_by)
         self._select_ok.observe(time.perf_counter() - started)
         return response
 
@@ -123,7 +132,9 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
             # an item fails, the decisions before it stand, as with single Selects.
             try:
                 for item in requests:
-                    decision_id, arm, policy, propensity, served_by = decide(item, started)
+                    decision_id, arm, policy, propensity, served_by = decide(
+                        item.experiment_id, item.user_id, item.candidate_arms, item.context,
+                        started)
                     out = add()
                     out.decision_id = decision_id
                     out.arm = arm
@@ -140,23 +151,23 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
         self._observe("SelectBatch", grpc.StatusCode.OK, started)
         return reply
 
-    def _decide(self, request, started: float) -> tuple[str, str, str, float, int]:
-        """One decision: (decision_id, arm, policy, propensity, served_by), logged by the
-        decider (the row counts the call) and counted in the decision metrics; raises
-        RpcFailure (and changes nothing) when the request is refused."""
+    def _decide(
+        self, experiment_id: str, user_id: str, candidate_arms, context, started: float
+    ) -> tuple[str, str, str, float, int]:
+        """One decision for a SelectRequest's fields: (decision_id, arm, policy,
+        propensity, served_by), logged by the decider (the row counts the call) and
+        counted in the decision metrics; raises RpcFailure (and changes nothing) when
+        the request is refused."""
         if self.draining:
             raise RpcFailure(grpc.StatusCode.UNAVAILABLE, "server is draining; retry elsewhere")
-        runtime = self._registry_get(request.experiment_id)
+        runtime = self._registry_get(experiment_id)
         if runtime is None:
-            runtime = self._runtime(request.experiment_id)  # raises the right error
+            runtime = self._runtime(experiment_id)  # raises the right error
         key = runtime.key
-        user_id = request.user_id
         try:
             if not user_id or len(user_id) > MAX_USER_ID or not user_id.isprintable():
                 check_id(user_id, "user_id", MAX_USER_ID)
-            candidate_arms = request.candidate_arms
             candidates = _candidate_indices(runtime, candidate_arms) if candidate_arms else None
-            context = request.context
             context = check_context(context) if context else None
         except InvalidInput as exc:
             raise RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, str(exc), key) from None
@@ -196,10 +207,15 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
 
     # -- Reward -----------------------------------------------------------------------
 
-    async def Reward(self, request, context) -> decision_pb2.RewardResponse:
+    async def Reward(self, request: bytes, context) -> bytes:
         started = time.perf_counter()
         try:
-            pending = self._pending_reward(request)
+            try:
+                decision_id, value, event_time_us = parse_reward_request(request)
+            except WireFormatError as exc:
+                raise RpcFailure(grpc.StatusCode.INVALID_ARGUMENT,
+                                 f"malformed RewardRequest: {exc}") from None
+            pending = self._pending_reward(decision_id, value, event_time_us)
             try:
                 outcome = await self._committer.submit(pending)
             except RewardStoreUnavailable as exc:
@@ -219,10 +235,11 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
         self._reward_ok.observe(time.perf_counter() - started)
         return _APPLIED if outcome is RewardOutcome.APPLIED else _DUPLICATE
 
-    def _pending_reward(self, request) -> PendingReward:
+    def _pending_reward(
+        self, decision_id: str, value: float, event_time_us: int | None
+    ) -> PendingReward:
         if self.draining:
             raise RpcFailure(grpc.StatusCode.UNAVAILABLE, "server is draining; retry elsewhere")
-        decision_id = request.decision_id
         if not decision_id:
             raise RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, "decision_id is required")
         try:
@@ -240,7 +257,7 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
         if ref.arm_index >= len(runtime.arms):
             raise RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, "decision_id names no arm", key)
         try:
-            check_reward_value(request.value, spec.reward_min, spec.reward_max)
+            check_reward_value(value, spec.reward_min, spec.reward_max)
         except InvalidInput as exc:
             raise RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, str(exc), key) from None
         closes_ms = ref.decided_at_ms + spec.reward_window_seconds * 1000.0
@@ -253,9 +270,6 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
                 "default reward applies",
                 key,
             )
-        event_time_us = (
-            request.event_time.ToMicroseconds() if request.HasField("event_time") else None
-        )
         return PendingReward(
             decision_id=decision_id,
             experiment_key=key,
@@ -263,8 +277,8 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
             served_by=ref.served_by,
             arm_index=ref.arm_index,
             arm=runtime.arms[ref.arm_index],
-            value=request.value,
-            normalised=spec.normalise_reward(request.value),
+            value=value,
+            normalised=spec.normalise_reward(value),
             source="client",
             decided_at_us=ref.decided_at_ms * 1000,
             event_time_us=event_time_us,
@@ -288,6 +302,33 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
             child = METRICS.rpc_seconds.labels(method, _CODE_NAMES[code])
             self._latency_children[(method, code)] = child
         return child
+
+
+_SERVICE = decision_pb2.DESCRIPTOR.services_by_name["DecisionService"]
+
+
+def add_to_server(servicer: DecisionServicer, server: grpc.aio.Server) -> None:
+    """Serve ``servicer`` as banditd.v1.DecisionService on ``server``.
+
+    Select and Reward take and return raw bytes: ``core_ext`` parses their requests
+    and writes Select's response in C (the hot path; see ``core_ext._wire``), and
+    Reward's two answers are serialised once. SelectBatch uses the generated classes.
+    """
+    handlers = {
+        "Select": grpc.unary_unary_rpc_method_handler(servicer.Select),
+        "SelectBatch": grpc.unary_unary_rpc_method_handler(
+            servicer.SelectBatch,
+            request_deserializer=decision_pb2.SelectBatchRequest.FromString,
+            response_serializer=decision_pb2.SelectBatchResponse.SerializeToString,
+        ),
+        "Reward": grpc.unary_unary_rpc_method_handler(servicer.Reward),
+    }
+    if set(handlers) != set(_SERVICE.methods_by_name):
+        raise RuntimeError(f"{_SERVICE.full_name} has methods {sorted(_SERVICE.methods_by_name)}, "
+                           f"banditd serves {sorted(handlers)}")
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(_SERVICE.full_name, handlers),))
+    server.add_registered_method_handlers(_SERVICE.full_name, handlers)
 
 
 def _buffer_full(key: int | None = None) -> RpcFailure:

@@ -124,6 +124,42 @@ async def test_malformed_decision_id(running, decision_id, message):
     assert message in err.value.details()
 
 
+@pytest.mark.parametrize(
+    ("method", "data", "message"),
+    [
+        ("Select", b"\x0a\x05ex", "malformed SelectRequest: length-delimited field runs past"),
+        ("Select", b"\x0a\x03exp\x12\x02\xc3\x28", "malformed SelectRequest: user_id is not "
+         "valid UTF-8"),
+        ("Reward", b"\x10\x01", "malformed RewardRequest: value has wire type 0"),
+        # event_time {seconds: 5, nanos: -1}
+        ("Reward", b"\x1a\x0d\x08\x05\x10" + b"\xff" * 9 + b"\x01",
+         "malformed RewardRequest: event_time.nanos -1 is outside [0, 999999999]"),
+    ],
+)
+async def test_malformed_bytes_are_invalid_argument(running, migrated_db_url, method, data,
+                                                    message):
+    """Bytes that are no valid message (a broken or hand-rolled client) get
+    INVALID_ARGUMENT naming the field, not INTERNAL, and change nothing."""
+    call = running.channel.unary_unary(f"/banditd.v1.DecisionService/{method}")
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await call(data)
+    assert err.value.code() == INVALID
+    assert message in err.value.details()
+    await running.server.decision_log.flush()
+    assert await _row_counts(migrated_db_url) == (0, 0, 0)
+
+
+async def test_event_time_outside_a_timestamps_range_is_invalid(running, migrated_db_url):
+    decision = await running.stub.Select(pb.SelectRequest(experiment_id="exp", user_id="u"))
+    request = pb.RewardRequest(decision_id=decision.decision_id, value=1.0)
+    request.event_time.seconds = 253402300800  # 10000-01-01
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await running.stub.Reward(request)
+    assert err.value.code() == INVALID
+    assert "event_time.seconds 253402300800 is outside" in err.value.details()
+    assert (await _row_counts(migrated_db_url))[1:] == (0, 0)
+
+
 async def test_forged_decision_id(running, migrated_db_url):
     decision = await running.stub.Select(pb.SelectRequest(experiment_id="exp", user_id="u"))
     genuine = decision.decision_id
