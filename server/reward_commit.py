@@ -42,9 +42,10 @@ import asyncio
 import enum
 import logging
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from operator import attrgetter
 
 from server.metrics import METRICS
 from server.registry import LEARNING_SERVED_BY, POLICY_BY_CODE, SERVED_BY_NAMES, Registry
@@ -199,19 +200,17 @@ class RewardCommitter:
 
     async def _commit(self, conn, batch: list[PendingReward]) -> bool:
         """Commit ``batch`` and resolve its futures; False when the commit failed."""
-        by_id: dict[str, list[PendingReward]] = defaultdict(list)
-        for reward in batch:
-            by_id[reward.decision_id].append(reward)
-        firsts = sorted((group[0] for group in by_id.values()), key=lambda r: r.decision_id)
+        firsts, repeats = _split_repeats(batch)
+        firsts.sort(key=_DECISION_ID)  # one insertion order for every replica's committers
         started = time.perf_counter()
         try:
-            conflicts = set(await conn.fetchval(_COMMIT_SQL, _rows(firsts)) or ())
+            not_applied = await conn.fetchval(_COMMIT_SQL, _rows(firsts))
             existing = (
                 dict(await conn.fetch(
                     "SELECT decision_id, source FROM rewards WHERE decision_id = ANY($1)",
-                    list(conflicts),
+                    not_applied,
                 ))
-                if conflicts
+                if not_applied
                 else {}
             )
         except Exception as exc:
@@ -220,57 +219,108 @@ class RewardCommitter:
             return False
         METRICS.commit_seconds.observe(time.perf_counter() - started)
         METRICS.commit_batch.observe(len(batch))
-        self._apply_in_memory(
-            [r for r in firsts if r.decision_id not in conflicts] if conflicts else firsts
-        )
-        outcomes: Counter[tuple[RewardOutcome, str]] = Counter()
-        for decision_id, group in by_id.items():
-            first = group[0]
-            if decision_id not in conflicts:
+        if not_applied or repeats:
+            self._resolve_mixed(firsts, repeats, set(not_applied or ()), existing)
+            return True
+        # The common case: every reward was new and is applied.
+        self._apply_in_memory(firsts)
+        for reward in firsts:
+            if not reward.future.done():
+                reward.future.set_result(RewardOutcome.APPLIED)
+        for source, n in Counter(reward.source for reward in firsts).items():
+            self._count(RewardOutcome.APPLIED, source, n)
+        return True
+
+    def _resolve_mixed(self, firsts: list[PendingReward], repeats: list[PendingReward],
+                       not_applied: set[str], existing: dict[str, str]) -> None:
+        """Outcomes when some rewards were not applied: a decision rewarded before is a
+        DUPLICATE, or WINDOW_CLOSED for a client's reward after the default one; a
+        repeat of a decision within the group is a DUPLICATE of its first."""
+        self._apply_in_memory([r for r in firsts if r.decision_id not in not_applied])
+        outcome_of: dict[str, RewardOutcome] = {}
+        for reward in firsts:
+            if reward.decision_id not in not_applied:
                 outcome = RewardOutcome.APPLIED
-            elif existing.get(decision_id) == "default" and first.source == "client":
+            elif existing.get(reward.decision_id) == "default" and reward.source == "client":
                 outcome = RewardOutcome.WINDOW_CLOSED
             else:
                 outcome = RewardOutcome.DUPLICATE
-            for i, reward in enumerate(group):
-                result = outcome if i == 0 or outcome is not RewardOutcome.APPLIED else (
-                    RewardOutcome.DUPLICATE
-                )
-                outcomes[(result, reward.source)] += 1
-                if not reward.future.done():
-                    reward.future.set_result(result)
-        self._count(outcomes)
-        return True
+            outcome_of[reward.decision_id] = outcome
+        outcomes: Counter[tuple[RewardOutcome, str]] = Counter()
+        for reward in firsts:
+            outcomes[(outcome_of[reward.decision_id], reward.source)] += 1
+            if not reward.future.done():
+                reward.future.set_result(outcome_of[reward.decision_id])
+        for reward in repeats:
+            outcome = outcome_of[reward.decision_id]
+            if outcome is RewardOutcome.APPLIED:
+                outcome = RewardOutcome.DUPLICATE
+            outcomes[(outcome, reward.source)] += 1
+            if not reward.future.done():
+                reward.future.set_result(outcome)
+        for (outcome, source), n in outcomes.items():
+            self._count(outcome, source, n)
 
-    def _count(self, outcomes: Counter[tuple[RewardOutcome, str]]) -> None:
-        """Add a group's outcomes to ``banditd_rewards_total``: one locked ``inc`` per
+    def _count(self, outcome: RewardOutcome, source: str, n: int) -> None:
+        """Add ``n`` rewards to ``banditd_rewards_total``: one locked ``inc`` per
         (status, source) and group, not per reward."""
-        for key, n in outcomes.items():
-            child = self._reward_children.get(key)
-            if child is None:
-                child = METRICS.rewards.labels(key[0].value, key[1])
-                self._reward_children[key] = child
-            child.inc(n)
+        child = self._reward_children.get((outcome, source))
+        if child is None:
+            child = METRICS.rewards.labels(outcome.value, source)
+            self._reward_children[(outcome, source)] = child
+        child.inc(n)
 
     def _apply_in_memory(self, applied: list[PendingReward]) -> None:
-        now = time.monotonic()
+        """Add the applied learning rewards to their policies' in-memory statistics
+        (looked up now: a runtime rebuilt since the reward arrived gets it)."""
+        policies: dict[tuple[int, int], object] = {}
         for reward in applied:
             if reward.served_by not in LEARNING_SERVED_BY:
                 continue
-            runtime = self._registry.by_key(reward.experiment_key)
-            policy = runtime.policy_by_code.get(reward.policy_code) if runtime else None
-            if policy is None:
-                continue
-            policy.kernel.update(reward.arm_index, reward.normalised)
-            log_key = (reward.experiment_key, reward.policy_code)
-            if now - self._last_policy_log.get(log_key, 0.0) >= _POLICY_LOG_INTERVAL_S:
-                self._last_policy_log[log_key] = now
-                app_log.info(
-                    "Policy %s updated experiment=%s arm=%s pulls=%.0f mean=%.4f",
-                    policy.name, runtime.experiment.id, reward.arm,
-                    policy.pulls[reward.arm_index],
-                    policy.reward_sum[reward.arm_index] / policy.pulls[reward.arm_index],
-                )
+            key = (reward.experiment_key, reward.policy_code)
+            policy = policies.get(key, _UNKNOWN)
+            if policy is _UNKNOWN:  # the group's first reward of this policy
+                runtime = self._registry.by_key(reward.experiment_key)
+                policy = runtime.policy_by_code.get(reward.policy_code) if runtime else None
+                policies[key] = policy
+                if policy is not None:
+                    policy.kernel.update(reward.arm_index, reward.normalised)
+                    self._log_policy(key, runtime, policy, reward)
+            elif policy is not None:
+                policy.kernel.update(reward.arm_index, reward.normalised)
+
+    def _log_policy(self, key: tuple[int, int], runtime, policy, reward: PendingReward) -> None:
+        """One "Policy ... updated" line per (experiment, policy) and interval, with the
+        statistics of the reward's arm."""
+        now = time.monotonic()
+        if now - self._last_policy_log.get(key, -_POLICY_LOG_INTERVAL_S) < _POLICY_LOG_INTERVAL_S:
+            return
+        self._last_policy_log[key] = now
+        pulls = policy.pulls[reward.arm_index]
+        app_log.info(
+            "Policy %s updated experiment=%s arm=%s pulls=%.0f mean=%.4f",
+            policy.name, runtime.experiment.id, reward.arm, pulls,
+            policy.reward_sum[reward.arm_index] / pulls if pulls else 0.0,
+        )
+
+
+_DECISION_ID = attrgetter("decision_id")
+_UNKNOWN = object()
+
+
+def _split_repeats(batch: list[PendingReward]) -> tuple[list[PendingReward], list[PendingReward]]:
+    """``(firsts, repeats)``: the first reward of each decision in the group, and any
+    later ones (the same decision rewarded twice before a commit: rare)."""
+    if len({reward.decision_id for reward in batch}) == len(batch):
+        return list(batch), []
+    seen: dict[str, PendingReward] = {}
+    repeats = []
+    for reward in batch:
+        if reward.decision_id in seen:
+            repeats.append(reward)
+        else:
+            seen[reward.decision_id] = reward
+    return list(seen.values()), repeats
 
 
 def _fail(batch: list[PendingReward], exc: Exception) -> None:

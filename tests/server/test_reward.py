@@ -9,6 +9,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from banditd.v1 import decision_pb2 as pb
 from server.database import connect
+from server.metrics import METRICS
 from tests.conftest import make_experiment, wait_for
 
 
@@ -28,10 +29,16 @@ def _memory(running, policy_name, arm):
     return policy.pulls[index], policy.reward_sum[index]
 
 
+def _rewards_counted(status: str) -> float:
+    return METRICS.registry.get_sample_value(
+        "banditd_rewards_total", {"status": status, "source": "client"}) or 0.0
+
+
 async def test_fifty_concurrent_copies_count_once(migrated_db_url, start_server):
     await make_experiment(migrated_db_url)
     running = await start_server()
     decision = await running.stub.Select(pb.SelectRequest(experiment_id="exp", user_id="u"))
+    applied, duplicates = _rewards_counted("applied"), _rewards_counted("duplicate")
     replies = await asyncio.gather(*(
         running.stub.Reward(pb.RewardRequest(decision_id=decision.decision_id, value=1.0))
         for _ in range(50)
@@ -39,6 +46,8 @@ async def test_fifty_concurrent_copies_count_once(migrated_db_url, start_server)
     statuses = [r.status for r in replies]
     assert statuses.count(pb.APPLIED) == 1
     assert statuses.count(pb.DUPLICATE) == 49
+    assert _rewards_counted("applied") - applied == 1
+    assert _rewards_counted("duplicate") - duplicates == 49
     assert await _stats(migrated_db_url) == {(decision.policy, decision.arm): (1.0, 1.0)}
     assert _memory(running, decision.policy, decision.arm) == (1.0, 1.0)
 
