@@ -20,7 +20,8 @@ servers alternating, and a figure is the median (throughput) or the pooled sampl
   constant-rate schedule, no coordinated omission);
 * SelectBatch with 100 users per call (``batch_select_decisions_per_s``);
 * Reward, durable with group commit, closed loop at concurrency C, every call with a
-  fresh decision id selected beforehand (``reward_acks_per_s``, p50/p99), then one
+  fresh decision id selected beforehand, repeated and alternating with the floor's
+  Reward (``reward_acks_per_s``: the median of the repeats; p50/p99 pooled), then one
   caller (``reward_unloaded_p50_ms``);
 * for context, the same reward rows committed by bare asyncpg at the same concurrency:
   one ``INSERT ... ON CONFLICT DO NOTHING`` transaction per row over a pool of
@@ -659,33 +660,52 @@ async def run_on(args: argparse.Namespace, mode: str, log_dir: Path,
         print(f"  SelectBatch: {out['batch_select_decisions_per_s']:.0f} decisions/s "
               f"({out['batch_vs_single_select']:.1f}x single Select)", flush=True)
 
-        # 5. Reward: durable, group-committed; a fresh decision id per call.
+        # 5. Reward: durable, group-committed; a fresh decision id per call. Repeated
+        #    like the closed loop, alternating with the floor's Reward: the figure is
+        #    the median of the repeats (latencies pooled).
         c = args.reward_concurrency
         n_ids = int(out["floor_max_qps"] * (cfg["reward"] + warm) * 1.3) + 4000
-        ids = await preselect_decisions(sel_t, n_ids)
-        await asyncio.sleep(0.5)  # let the decision log flush the pre-selected decisions
-        m = await measured(banditd, closed_loop(
-            sel_t, "Reward", reward_requests(ids), concurrency=c, duration=cfg["reward"],
-            warmup=warm, max_calls=len(ids)))
-        phases["reward"] = {"concurrency": c, **m.summary()}
+        rewards: list[Measured] = []
+        floor_rewards: list[Measured] = []
+        for r in range(cfg["repeats"]):
+            ids = await preselect_decisions(sel_t, n_ids)
+            await asyncio.sleep(0.5)  # let the decision log flush the pre-selected decisions
+            banditd_phase = closed_loop(
+                sel_t, "Reward", reward_requests(ids), concurrency=c, duration=cfg["reward"],
+                warmup=warm, max_calls=len(ids))
+            floor_phase = closed_loop(
+                floor_t, "Reward", reward_requests(ids[:20_000]), concurrency=c,
+                duration=cfg["reward"], warmup=warm)
+            if r % 2 == 0:
+                rewards.append(await measured(banditd, banditd_phase))
+                floor_rewards.append(await measured(floor, floor_phase))
+            else:
+                floor_rewards.append(await measured(floor, floor_phase))
+                rewards.append(await measured(banditd, banditd_phase))
+        phases["reward"] = {"concurrency": c, "repeats": len(rewards),
+                            **pooled(rewards).summary(),
+                            "qps": round(float(np.median([m.result.qps for m in rewards])), 1),
+                            "qps_repeats": [round(m.result.qps, 1) for m in rewards]}
+        phases["floor_reward"] = {
+            "concurrency": c, "repeats": len(floor_rewards), **pooled(floor_rewards).summary(),
+            "qps": round(float(np.median([m.result.qps for m in floor_rewards])), 1)}
         out["reward_acks_per_s"] = phases["reward"]["qps"]
         out["reward_p50_ms"] = phases["reward"]["p50_ms"]
         out["reward_p99_ms"] = phases["reward"]["p99_ms"]
-        used = phases["reward"]["calls"] + phases["reward"]["errors"]
-        spare = ids[min(len(ids), used + c + 100):]
-        if spare:  # one caller: a durable reward's own latency (ids not rewarded yet)
-            m = await measured(banditd, closed_loop(
-                sel_t, "Reward", reward_requests(spare), concurrency=1,
-                duration=cfg["unloaded"], warmup=0.2, max_calls=len(spare)))
-            phases["reward_unloaded"] = m.summary()
-            out["reward_unloaded_p50_ms"] = phases["reward_unloaded"]["p50_ms"]
-        m = await measured(floor, closed_loop(
-            floor_t, "Reward", reward_requests(ids[:20_000]), concurrency=c,
-            duration=cfg["reward"], warmup=warm))
-        phases["floor_reward"] = {"concurrency": c, **m.summary()}
-        print(f"  Reward: {out['reward_acks_per_s']:.0f} acks/s, p50 "
-              f"{out['reward_p50_ms']:.2f} ms, p99 {out['reward_p99_ms']:.2f} ms "
-              f"(floor Reward {phases['floor_reward']['qps']:.0f}/s)", flush=True)
+        out["reward_vs_floor_reward_paired"] = [
+            round(a.result.qps / b.result.qps, 3)
+            for a, b in zip(rewards, floor_rewards, strict=True)]
+        spare = await preselect_decisions(sel_t, 4000)
+        await asyncio.sleep(0.5)
+        m = await measured(banditd, closed_loop(  # one caller: a durable reward's own latency
+            sel_t, "Reward", reward_requests(spare), concurrency=1,
+            duration=cfg["unloaded"], warmup=0.2, max_calls=len(spare)))
+        phases["reward_unloaded"] = m.summary()
+        out["reward_unloaded_p50_ms"] = phases["reward_unloaded"]["p50_ms"]
+        print(f"  Reward: {out['reward_acks_per_s']:.0f} acks/s (repeats "
+              f"{phases['reward']['qps_repeats']}), p50 {out['reward_p50_ms']:.2f} ms, p99 "
+              f"{out['reward_p99_ms']:.2f} ms (floor Reward {phases['floor_reward']['qps']:.0f}/s;"
+              f" paired ratios {out['reward_vs_floor_reward_paired']})", flush=True)
 
         await sel_t.close()
         await floor_t.close()
