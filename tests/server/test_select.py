@@ -251,3 +251,35 @@ async def test_decisions_survive_a_failed_flush_and_are_written_once(migrated_db
     for row in logged:  # decided_at is the time the id carries (ms) to the microsecond
         ms = codec.decode(row["decision_id"]).decided_at_ms
         assert abs(row["decided_at"].timestamp() * 1000 - ms) < 1
+
+
+async def test_call_counters_alone_are_written_at_most_every_counts_interval(
+        migrated_db_url, start_server):
+    """With no decisions waiting, the flusher writes the call counters once per
+    ``counts_interval`` (a database round trip per second, not ten); rows waiting
+    take the counters along at once."""
+    experiment = await make_experiment(migrated_db_url)
+    running = await start_server()
+    log = running.server.decision_log
+    log.interval, log.counts_interval = 0.01, 3600.0
+    await log.flush()  # the next counters-only write is due in an hour
+
+    async def counted() -> int:
+        conn = await connect(migrated_db_url)
+        try:
+            return await conn.fetchval(
+                "SELECT coalesce(sum(calls), 0) FROM rpc_counts WHERE experiment_key = $1",
+                experiment.key)
+        finally:
+            await conn.close()
+
+    log.count_call(experiment.key, "Reward", "INVALID_ARGUMENT")
+    await asyncio.sleep(0.3)  # some 30 flusher rounds
+    assert await counted() == 0
+    await running.stub.Select(pb.SelectRequest(experiment_id="exp", user_id="u"))
+    # the Select's row (counted as one Select) brings the Reward failure along
+    assert await wait_for(lambda: _equals(counted(), 2))
+
+
+async def _equals(value, expected) -> bool:
+    return await value == expected
