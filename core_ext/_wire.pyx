@@ -21,6 +21,9 @@ fields in field-number order and leaves out fields at their default (empty strin
 zero), as protobuf's own serialiser does, so the bytes equal its output.
 
 Malformed input raises ``WireFormatError`` (a ``ValueError``) saying what is wrong.
+One deliberate difference from protobuf's parser: a known field with another wire type
+(``experiment_id`` sent as a varint, say) is refused, where protobuf would keep it as
+an unknown field and read the default; only a broken client sends one.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
@@ -187,7 +190,7 @@ def parse_reward_request(bytes data not None):
     cdef uint64_t field
     cdef double value = 0.0
     cdef bint has_time = False
-    cdef int64_t seconds = 0, micros
+    cdef int64_t seconds = 0
     cdef int32_t nanos = 0
     cdef uint64_t bits
     cdef int i
@@ -208,7 +211,7 @@ def parse_reward_request(bytes data not None):
             r.pos += 8
         elif field == 3:
             _expect(wire_type, _LENGTH, "event_time")
-            has_time = True                     # a repeated message field merges
+            has_time = True                     # a message field seen twice merges
             _timestamp(&r, &seconds, &nanos)
         else:
             _skip(&r, wire_type, field)

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 import grpc
 import numpy as np
 
-from banditd.v1 import decision_pb2, decision_pb2_grpc
+from banditd.v1 import decision_pb2
 from core_ext import (
     WireFormatError,
     parse_reward_request,
@@ -63,8 +63,9 @@ class RpcFailure(Exception):
         self.experiment_key = experiment_key
 
 
-class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
-    """Select / SelectBatch / Reward over the in-memory registry."""
+class DecisionServicer:
+    """Select / SelectBatch / Reward over the in-memory registry (served by
+    ``add_to_server``: Select and Reward take and return bytes)."""
 
     def __init__(
         self,
