@@ -118,6 +118,17 @@ cdef inline int _expect(int wire_type, int expected, str name) except -1:
     return 0
 
 
+cdef str _string_field(_Reader* r, int wire_type, str name):
+    """The value of string field ``name``, which must come length-delimited."""
+    _expect(wire_type, _LENGTH, name)
+    return _string(r, name)
+
+
+cdef inline _Reader _reader_of(bytes data):
+    cdef const uint8_t* start = <const uint8_t*> PyBytes_AS_STRING(data)
+    return _Reader(start, start + PyBytes_GET_SIZE(data))
+
+
 cdef tuple _map_entry(_Reader* outer):
     """One ``map<string, string>`` entry: ``(key, value)``, each "" when absent."""
     cdef Py_ssize_t size
@@ -129,11 +140,9 @@ cdef tuple _map_entry(_Reader* outer):
     while r.pos < r.end:
         field = _tag(&r, &wire_type)
         if field == 1:
-            _expect(wire_type, _LENGTH, "context key")
-            key = _string(&r, "context key")
+            key = _string_field(&r, wire_type, "context key")
         elif field == 2:
-            _expect(wire_type, _LENGTH, "context value")
-            value = _string(&r, "context value")
+            value = _string_field(&r, wire_type, "context value")
         else:
             _skip(&r, wire_type, field)
     return key, value
@@ -143,8 +152,7 @@ def parse_select_request(bytes data not None):
     """``(experiment_id, user_id, candidate_arms, context)`` of a serialised
     SelectRequest: two strings, a list of strings (None when empty) and a dict of
     strings (None when empty)."""
-    cdef _Reader r = _Reader(<const uint8_t*> PyBytes_AS_STRING(data),
-                             <const uint8_t*> PyBytes_AS_STRING(data) + PyBytes_GET_SIZE(data))
+    cdef _Reader r = _reader_of(data)
     cdef int wire_type
     cdef uint64_t field
     experiment_id = user_id = ""
@@ -152,16 +160,13 @@ def parse_select_request(bytes data not None):
     while r.pos < r.end:
         field = _tag(&r, &wire_type)
         if field == 1:
-            _expect(wire_type, _LENGTH, "experiment_id")
-            experiment_id = _string(&r, "experiment_id")
+            experiment_id = _string_field(&r, wire_type, "experiment_id")
         elif field == 2:
-            _expect(wire_type, _LENGTH, "user_id")
-            user_id = _string(&r, "user_id")
+            user_id = _string_field(&r, wire_type, "user_id")
         elif field == 3:
-            _expect(wire_type, _LENGTH, "candidate_arms")
             if candidates is None:
                 candidates = []
-            candidates.append(_string(&r, "candidate_arms"))
+            candidates.append(_string_field(&r, wire_type, "candidate_arms"))
         elif field == 4:
             _expect(wire_type, _LENGTH, "context")
             if context is None:
@@ -184,8 +189,7 @@ def parse_reward_request(bytes data not None):
     ``Timestamp.ToMicroseconds``), None when the field is absent. A Timestamp outside
     its documented range (seconds within years 1 to 9999, nanos in [0, 10**9)) is
     refused."""
-    cdef _Reader r = _Reader(<const uint8_t*> PyBytes_AS_STRING(data),
-                             <const uint8_t*> PyBytes_AS_STRING(data) + PyBytes_GET_SIZE(data))
+    cdef _Reader r = _reader_of(data)
     cdef int wire_type
     cdef uint64_t field
     cdef double value = 0.0
@@ -198,8 +202,7 @@ def parse_reward_request(bytes data not None):
     while r.pos < r.end:
         field = _tag(&r, &wire_type)
         if field == 1:
-            _expect(wire_type, _LENGTH, "decision_id")
-            decision_id = _string(&r, "decision_id")
+            decision_id = _string_field(&r, wire_type, "decision_id")
         elif field == 2:
             _expect(wire_type, _FIXED64, "value")
             if r.end - r.pos < 8:
