@@ -139,7 +139,8 @@ async def test_malformed_decision_id(running, decision_id, message):
 async def test_malformed_bytes_are_invalid_argument(running, migrated_db_url, method, data,
                                                     message):
     """Bytes that are no valid message (a broken or hand-rolled client) get
-    INVALID_ARGUMENT naming the field, not INTERNAL, and change nothing."""
+    INVALID_ARGUMENT naming the field (not UNKNOWN for a DecodeError, as the generated
+    classes would give), and change nothing."""
     call = running.channel.unary_unary(f"/banditd.v1.DecisionService/{method}")
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await call(data)
