@@ -124,6 +124,13 @@ cdef str _string_field(_Reader* r, int wire_type, str name):
     return _string(r, name)
 
 
+cdef inline _Reader _nested(_Reader* outer) except *:
+    """A reader over the nested message that is ``outer``'s next value."""
+    cdef Py_ssize_t size
+    cdef const uint8_t* data = _length_delimited(outer, &size)
+    return _Reader(data, data + size)
+
+
 cdef inline _Reader _reader_of(bytes data):
     cdef const uint8_t* start = <const uint8_t*> PyBytes_AS_STRING(data)
     return _Reader(start, start + PyBytes_GET_SIZE(data))
@@ -131,9 +138,7 @@ cdef inline _Reader _reader_of(bytes data):
 
 cdef tuple _map_entry(_Reader* outer):
     """One ``map<string, string>`` entry: ``(key, value)``, each "" when absent."""
-    cdef Py_ssize_t size
-    cdef const uint8_t* data = _length_delimited(outer, &size)
-    cdef _Reader r = _Reader(data, data + size)
+    cdef _Reader r = _nested(outer)
     cdef int wire_type
     cdef uint64_t field
     key = value = ""
@@ -230,9 +235,7 @@ def parse_reward_request(bytes data not None):
 
 cdef int _timestamp(_Reader* outer, int64_t* seconds, int32_t* nanos) except -1:
     """Merge a google.protobuf.Timestamp (seconds = 1: int64, nanos = 2: int32)."""
-    cdef Py_ssize_t size
-    cdef const uint8_t* data = _length_delimited(outer, &size)
-    cdef _Reader r = _Reader(data, data + size)
+    cdef _Reader r = _nested(outer)
     cdef int wire_type
     cdef uint64_t field
     while r.pos < r.end:
