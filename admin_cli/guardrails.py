@@ -108,7 +108,8 @@ async def gather_inputs(
         key, window_seconds,
     )
     reward_rows = await conn.fetch(
-        """SELECT policy, count(*)::float8 AS n, sum(value) AS s, sum(value * value) AS ss
+        """SELECT policy, count(*)::float8 AS n, sum(value) AS s,
+           sum(banditd_square(value)) AS ss
            FROM rewards
            WHERE experiment_key = $1 AND committed_at >= now() - make_interval(secs => $2)
              AND served_by IN ('POLICY', 'CONTROL')

@@ -83,7 +83,8 @@ async def experiment_summary(conn: asyncpg.Connection, experiment_id: str) -> Ex
     rewards = {
         r["policy"]: SampleStats(r["n"], r["s"], r["ss"])
         for r in await conn.fetch(
-            """SELECT policy, count(*)::float8 AS n, sum(value) AS s, sum(value * value) AS ss
+            """SELECT policy, count(*)::float8 AS n, sum(value) AS s,
+                      sum(banditd_square(value)) AS ss
                FROM rewards WHERE experiment_key = $1 AND served_by IN ('POLICY', 'CONTROL')
                GROUP BY policy""",
             key,

@@ -367,7 +367,7 @@ applied AS (
 learned AS (
     INSERT INTO arm_stats AS s (experiment_key, policy, arm, pulls, reward_sum, reward_sum_sq)
     SELECT i.experiment_key, i.policy, i.arm, count(*)::float8, sum(i.normalised),
-           sum(i.normalised * i.normalised)
+           sum(banditd_square(i.normalised))
     FROM input i JOIN applied a USING (decision_id)
     WHERE i.learning
     GROUP BY i.experiment_key, i.policy, i.arm

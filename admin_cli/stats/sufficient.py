@@ -2,7 +2,8 @@
 
 Everything the CLI reports about a mean (interval, lift, sequential test) needs only
 these three numbers, which PostgreSQL computes in one pass
-(``count(*), sum(value), sum(value * value)``) and which pool by addition, so daily
+(``count(*), sum(value), sum(banditd_square(value))``: ``value * value`` without
+float8's underflow error, migration 0005) and which pool by addition, so daily
 rows add up to the experiment total. The layout follows GrowthBook gbstats
 ``SampleMeanStatistic`` (``gbstats/models/statistics.py``).
 

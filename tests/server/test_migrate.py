@@ -32,3 +32,20 @@ async def test_newer_schema_is_refused(db_conn):
     )
     with pytest.raises(SchemaMismatchError, match="newer than this banditd knows"):
         await check_schema(db_conn)
+
+
+async def test_banditd_square_never_underflows(db_conn):
+    """Migration 0005: ``banditd_square`` is ``x * x`` bit for bit wherever PostgreSQL
+    can multiply, and 0 where ``x * x`` raises its underflow error (|x| < 1.5e-162)."""
+    import asyncpg
+
+    with pytest.raises(asyncpg.DataError, match="underflow"):  # why the function exists
+        await db_conn.fetchval("SELECT $1::float8 * $1::float8", 1e-170)
+    for x in (0.0, 1.0, -3.0, 0.1, 1 / 3, 1e-100, 2e-160, 1e150):
+        assert await db_conn.fetchval("SELECT banditd_square($1)", x) == x * x
+    for x in (1e-170, -1e-161, 5e-324):
+        assert await db_conn.fetchval("SELECT banditd_square($1)", x) == 0.0
+    assert await db_conn.fetchval("SELECT banditd_square(NULL)") is None
+    total = await db_conn.fetchval(
+        "SELECT sum(banditd_square(x)) FROM unnest($1::float8[]) AS x", [1e-170, 3.0, 0.5])
+    assert total == 9.25

@@ -60,7 +60,11 @@ async def test_reward_row_keeps_every_field_exactly(migrated_db_url, start_serve
     decisions = [await running.stub.Select(pb.SelectRequest(experiment_id="exp", user_id=f"u{i}"))
                  for i in range(12)]
     event_time = Timestamp(seconds=1_764_000_000, nanos=123_456_000)
-    values = [i / 13 for i in range(12)]  # not short decimals
+    # Not short decimals, and the extremes of a double in [0, 1] (the smallest
+    # subnormal and normal, the largest below 1): the group travels as jsonb, whose
+    # numbers are exact decimals, and must come back bit for bit.
+    values = [i / 13 for i in range(8)] + [5e-324, 2.2250738585072014e-308, 1e-300,
+                                           0.9999999999999999]
     await asyncio.gather(*(
         running.stub.Reward(pb.RewardRequest(decision_id=d.decision_id, value=v,
                                              event_time=event_time if i % 2 else None))
