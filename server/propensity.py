@@ -6,8 +6,9 @@ draws) over the statistics at the last refresh. This task re-estimates the
 caches of kernels whose statistics changed, every ``interval`` seconds, in a
 worker thread: ``refresh_propensities`` snapshots the statistics under the GIL,
 then draws without it from its own generator, so Selects on the event loop are
-not held up (at K = 1000 one refresh is ~4 M Beta draws, ~0.1 s). A policy's
-first Select builds its cache synchronously (the same cost, once per process).
+not held up (at K = 1000 one refresh is ~4 M Beta draws, ~0.1 s). The first cache
+of a policy is built the same way, before the experiment's first decision
+(``ExperimentRuntime.warm``).
 """
 
 from __future__ import annotations

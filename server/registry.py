@@ -11,6 +11,7 @@ configuration keeps them.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -96,13 +97,16 @@ class ExperimentRuntime:
 
     ``decider`` makes its decisions (assignment, kernel, signed id in one C call);
     ``slot_policies`` maps the decider's slots to policies: the policies under test in
-    order, then the default policy, so that slot -1 is the default.
+    order, then the default policy, so that slot -1 is the default. ``cold`` says that
+    a Thompson policy has no propensity cache yet: ``warm()`` builds them first.
     """
 
     __slots__ = (
         "_arm_index",
         "_arm_tables",
+        "_warming",
         "arms",
+        "cold",
         "decider",
         "default_policy",
         "experiment",
@@ -167,6 +171,8 @@ class ExperimentRuntime:
                 ),
             )
         self.slot_policies = (*self.policies, self.default_policy)
+        self.cold = any(_needs_cache(p.kernel) for p in self.slot_policies)
+        self._warming: asyncio.Future | None = None
         # The serving period in epoch seconds: running, from start_at, before end_at.
         running = experiment.status == "running"
         serving_from = (
@@ -190,6 +196,30 @@ class ExperimentRuntime:
             tuple(p.name for p in self.slot_policies),
             SERVED_BY_CODE_NAMES,
         )
+
+    async def warm(self) -> None:
+        """Build the missing Thompson propensity caches in a worker thread, once.
+
+        A Thompson kernel's first full-set ``select`` would build its cache itself:
+        M x K Beta draws (M = 4096; with the uniform prior 7 ms at K = 10, 66 ms at
+        K = 100, 0.65 s at K = 1,000, measured on one core) on the event loop, stopping
+        every other call meanwhile, after every start and for every new or edited
+        experiment. The draws release the GIL (``refresh_propensities``), so here they
+        run beside the loop; the experiment's first calls wait for them together and
+        nothing else does. Cancelling one waiting call does not cancel the build.
+        """
+        if self._warming is None:
+            self._warming = asyncio.ensure_future(asyncio.to_thread(self._build_caches))
+        try:
+            await asyncio.shield(self._warming)
+        finally:
+            if self._warming.done():
+                self.cold = False  # even if the build failed: select builds its own
+
+    def _build_caches(self) -> None:
+        for policy in self.slot_policies:
+            if _needs_cache(policy.kernel):
+                policy.kernel.refresh_propensities()
 
     @property
     def arm_index(self) -> dict[str, int]:
@@ -219,6 +249,11 @@ class ExperimentRuntime:
                 continue
             policy.pulls[index] = pulls
             policy.reward_sum[index] = reward_sum
+
+
+def _needs_cache(kernel) -> bool:
+    """A kernel with a propensity cache (Thompson) that was never built."""
+    return getattr(kernel, "propensity_version", 0) < 0
 
 
 def _index_of(arms: tuple[str, ...]) -> dict[str, int]:

@@ -1,10 +1,11 @@
 """The DecisionService handlers: validate, decide in memory, log, answer.
 
-``Select`` never awaits: parsing the request, validation, the decision (assignment,
-kernel and signed id and its decision-log row, in one ``core_ext.Decider`` call) and
-writing the response all run synchronously on the event loop. ``Reward`` awaits only
-its group commit. Both take and return raw bytes (``add_to_server``). Every failure is
-a gRPC status with a message a caller can act on, and changes no state.
+``Select`` awaits nothing once its experiment is warm: parsing the request, validation,
+the decision (assignment, kernel and signed id and its decision-log row, in one
+``core_ext.Decider`` call) and writing the response all run synchronously on the event
+loop. ``Reward`` awaits only its group commit. Both take and return raw bytes
+(``add_to_server``). Every failure is a gRPC status with a message a caller can act
+on, and changes no state.
 """
 
 from __future__ import annotations
@@ -53,6 +54,15 @@ _APPLIED = decision_pb2.RewardResponse(status=decision_pb2.APPLIED).SerializeToS
 _DUPLICATE = decision_pb2.RewardResponse(status=decision_pb2.DUPLICATE).SerializeToString()
 
 
+class _Cold(Exception):
+    """The experiment's Thompson policies have no propensity cache yet (raised by
+    ``_decide`` before it changes anything)."""
+
+    def __init__(self, runtime: ExperimentRuntime):
+        super().__init__(runtime.id)
+        self.runtime = runtime
+
+
 class RpcFailure(Exception):
     """A handled failure: the status code and message to send."""
 
@@ -97,6 +107,8 @@ class DecisionServicer:
     # registry are valid), the common valid user id is checked inline, the decider
     # writes the decisions row itself, successful calls are counted from those rows at
     # flush, SelectBatch adds its responses in place, and metric children are cached.
+    # The one await: an experiment's first calls wait for its Thompson propensity
+    # caches, built in a worker thread (``ExperimentRuntime.warm``), not on the loop.
 
     async def Select(self, request: bytes, context) -> bytes:
         started = time.perf_counter()
@@ -107,8 +119,12 @@ class DecisionServicer:
             except WireFormatError as exc:
                 raise RpcFailure(grpc.StatusCode.INVALID_ARGUMENT,
                                  f"malformed SelectRequest: {exc}") from None
-            decision_id, arm, policy, propensity, served_by = self._decide(
-                experiment_id, user_id, candidate_arms, request_context, started)
+            try:
+                decision_id, arm, policy, propensity, served_by = self._decide(
+                    experiment_id, user_id, candidate_arms, request_context, started)
+            except _Cold as cold:
+                decision_id, arm, policy, propensity, served_by = await self._decide_warm(
+                    cold, experiment_id, user_id, candidate_arms, request_context, started)
         except RpcFailure as failure:
             await self._fail(context, "Select", failure, started)
         response = select_response(decision_id, arm, policy, propensity, served_by)
@@ -133,9 +149,13 @@ class DecisionServicer:
             # an item fails, the decisions before it stand, as with single Selects.
             try:
                 for item in requests:
-                    decision_id, arm, policy, propensity, served_by = decide(
-                        item.experiment_id, item.user_id, item.candidate_arms, item.context,
-                        started)
+                    args = (item.experiment_id, item.user_id, item.candidate_arms, item.context,
+                            started)
+                    try:
+                        decision_id, arm, policy, propensity, served_by = decide(*args)
+                    except _Cold as cold:
+                        decision_id, arm, policy, propensity, served_by = (
+                            await self._decide_warm(cold, *args))
                     out = add()
                     out.decision_id = decision_id
                     out.arm = arm
@@ -158,12 +178,15 @@ class DecisionServicer:
         """One decision for a SelectRequest's fields: (decision_id, arm, policy,
         propensity, served_by), logged by the decider (the row counts the call) and
         counted in the decision metrics; raises RpcFailure (and changes nothing) when
-        the request is refused."""
+        the request is refused, and ``_Cold`` (changing nothing) while the experiment's
+        propensity caches are unbuilt (``_decide_warm``)."""
         if self.draining:
             raise RpcFailure(grpc.StatusCode.UNAVAILABLE, "server is draining; retry elsewhere")
         runtime = self._registry_get(experiment_id)
         if runtime is None:
             runtime = self._runtime(experiment_id)  # raises the right error
+        if runtime.cold:
+            raise _Cold(runtime)
         key = runtime.key
         try:
             if not user_id or len(user_id) > MAX_USER_ID or not user_id.isprintable():
@@ -192,6 +215,16 @@ class DecisionServicer:
         else:
             self._decision_counts[labels] = n + 1
         return decision_id, arm, name, propensity, served_by
+
+    async def _decide_warm(self, cold: _Cold, *args) -> tuple[str, str, str, float, int]:
+        """``_decide`` once the experiment's propensity caches are built (off the event
+        loop: ``ExperimentRuntime.warm``); again if the runtime was replaced meanwhile."""
+        while True:
+            await cold.runtime.warm()
+            try:
+                return self._decide(*args)
+            except _Cold as again:
+                cold = again
 
     def _runtime(self, experiment_id: str) -> ExperimentRuntime:
         try:

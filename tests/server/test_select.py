@@ -283,3 +283,63 @@ async def test_call_counters_alone_are_written_at_most_every_counts_interval(
 
 async def _equals(value, expected) -> bool:
     return await value == expected
+
+
+async def test_first_selects_wait_for_thompson_caches_built_beside_the_loop(
+        migrated_db_url, start_server, monkeypatch):
+    """An experiment's first Selects wait for its Thompson propensity cache, which is
+    built once in a worker thread: meanwhile other experiments are served (the event
+    loop is free), and the first decisions carry the cache's propensities."""
+    import threading
+
+    import numpy as np
+
+    from server.registry import ExperimentRuntime
+
+    await make_experiment(migrated_db_url, "warm", policies=("thompson",))
+    await make_experiment(migrated_db_url, "cold", policies=("thompson",))
+    running = await start_server()
+    gate = threading.Event()
+    builds: list[tuple[str, int]] = []
+    build = ExperimentRuntime._build_caches
+
+    def gated_build(runtime):
+        builds.append((runtime.id, threading.get_ident()))
+        gate.wait(60)
+        build(runtime)
+
+    monkeypatch.setattr(ExperimentRuntime, "_build_caches", gated_build)
+    gate.set()
+    await running.stub.Select(pb.SelectRequest(experiment_id="warm", user_id="u"))
+    gate.clear()
+    async def select_cold(user_id: str):
+        return await running.stub.Select(pb.SelectRequest(experiment_id="cold", user_id=user_id))
+
+    cold = [asyncio.create_task(select_cold(f"user-{i}")) for i in range(8)]
+    await wait_for(lambda: any(name == "cold" for name, _ in builds))
+    # The cold experiment's build is held at the gate: a Select elsewhere still answers.
+    reply = await running.stub.Select(pb.SelectRequest(experiment_id="warm", user_id="v"))
+    assert reply.arm in ARMS
+    assert not any(task.done() for task in cold)
+    gate.set()
+    replies = await asyncio.gather(*cold)
+
+    loop_thread = threading.get_ident()
+    assert [name for name, _ in builds] == ["warm", "cold"]  # once each, 8 callers shared it
+    assert all(thread != loop_thread for _, thread in builds)
+    kernel = running.server.registry.get("cold").policies[0].kernel
+    assert kernel.propensity_version == 0  # built before any decision, no reward since
+    cache = kernel.cached_propensities()
+    expected = [cache[ARMS.index(r.arm)] for r in replies]
+    assert np.array_equal([r.propensity for r in replies], expected)
+
+
+async def test_select_batch_waits_for_a_cold_experiment_too(migrated_db_url, start_server):
+    await make_experiment(migrated_db_url, "cold", policies=("thompson", "control"))
+    running = await start_server()
+    reply = await running.stub.SelectBatch(pb.SelectBatchRequest(requests=[
+        pb.SelectRequest(experiment_id="cold", user_id=f"user-{i}") for i in range(20)]))
+    assert len(reply.responses) == 20
+    runtime = running.server.registry.get("cold")
+    assert not runtime.cold
+    assert runtime.policies[0].kernel.propensity_version == 0
