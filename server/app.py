@@ -88,7 +88,10 @@ class BanditServer:
         self.heartbeat: Heartbeat | None = None
         self.default_rewards: DefaultRewardWorker | None = None
 
-    async def start(self) -> None:
+    async def start(self, *, freeze_gc: bool = False) -> None:
+        """Load everything, then report SERVING; ``freeze_gc`` first moves what start-up
+        left alive out of the cyclic GC's reach (``_freeze_startup_objects``: for a
+        process that serves, not for one that starts many servers, like the tests)."""
         config = self.config
         embedded = not config.database_url
         url = resolve_database_url(config.database_url, config.data_dir)
@@ -149,7 +152,8 @@ class BanditServer:
         )
         if config.metrics_port is not None:
             start_http_server(config.metrics_port, config.metrics_host, METRICS.registry)
-        _freeze_startup_objects()
+        if freeze_gc:
+            _freeze_startup_objects()
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         log.info(
             "banditd %s serving on %s:%d (schema v%d, %d experiments, server_id %s)",
@@ -216,7 +220,7 @@ async def serve(config: ServeConfig, *, on_started=None) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     try:
-        await server.start()
+        await server.start(freeze_gc=True)
         if on_started is not None:
             await on_started(server)
         await stop.wait()

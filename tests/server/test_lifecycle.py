@@ -160,3 +160,25 @@ async def test_sigkill_mid_stream_loses_no_acknowledged_reward(
     })
     print(f"crash figures: sent={len(sent)} acknowledged={len(acknowledged)} "
           f"committed_at_kill={len(committed)} retried={retried} final={n_rewards}")
+
+
+async def test_a_serving_process_freezes_what_start_up_left_alive(migrated_db_url):
+    """``serve`` starts with ``freeze_gc``: everything alive at SERVING leaves the cyclic
+    collector's generations (full collections no longer traverse it); a plain start,
+    as in tests that start many servers in one process, freezes nothing."""
+    import gc
+
+    from server.app import BanditServer, ServeConfig
+
+    config = ServeConfig(database_url=migrated_db_url, port=0, metrics_port=None)
+    gc.unfreeze()
+    plain, serving = BanditServer(config), BanditServer(config)
+    try:
+        await plain.start()
+        assert gc.get_freeze_count() == 0
+        await serving.start(freeze_gc=True)
+        assert gc.get_freeze_count() > 1000  # the modules, the registry, the servers
+    finally:
+        gc.unfreeze()
+        await serving.stop()
+        await plain.stop()
