@@ -312,16 +312,19 @@ async def test_first_selects_wait_for_thompson_caches_built_beside_the_loop(
     gate.set()
     await running.stub.Select(pb.SelectRequest(experiment_id="warm", user_id="u"))
     gate.clear()
+
     async def select_cold(user_id: str):
         return await running.stub.Select(pb.SelectRequest(experiment_id="cold", user_id=user_id))
 
     cold = [asyncio.create_task(select_cold(f"user-{i}")) for i in range(8)]
-    await wait_for(lambda: any(name == "cold" for name, _ in builds))
-    # The cold experiment's build is held at the gate: a Select elsewhere still answers.
-    reply = await running.stub.Select(pb.SelectRequest(experiment_id="warm", user_id="v"))
-    assert reply.arm in ARMS
-    assert not any(task.done() for task in cold)
-    gate.set()
+    try:
+        await wait_for(lambda: any(name == "cold" for name, _ in builds))
+        # The cold experiment's build is held at the gate: a Select elsewhere answers.
+        reply = await running.stub.Select(pb.SelectRequest(experiment_id="warm", user_id="v"))
+        assert reply.arm in ARMS
+        assert not any(task.done() for task in cold)
+    finally:
+        gate.set()
     replies = await asyncio.gather(*cold)
 
     loop_thread = threading.get_ident()
