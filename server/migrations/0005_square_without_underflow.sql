@@ -1,7 +1,7 @@
 -- x * x for sums of squares, without PostgreSQL's underflow error.
 --
 -- float8 multiplication raises "value out of range: underflow" when the product of
--- two non-zero numbers rounds to zero (float8mul in src/backend/utils/adt/float.c),
+-- two non-zero numbers rounds to zero (float8_mul in src/include/utils/float.h),
 -- which x * x does for |x| < 1.5e-162. Such a reward is valid (0 < 1e-170 < 1 lies in
 -- the default reward range) yet `sum(x * x)` failed on it: the group commit that
 -- carried it failed with every reward in it (all answered UNAVAILABLE; the client's
