@@ -6,8 +6,8 @@ draws) over the statistics at the last refresh. This task re-estimates the
 caches of kernels whose statistics changed, every ``interval`` seconds, in a
 worker thread: ``refresh_propensities`` snapshots the statistics under the GIL,
 then draws without it from its own generator, so Selects on the event loop are
-not held up (at K = 1000 one refresh is ~4 M Beta draws, ~0.1 s). The first cache
-of a policy is built the same way, before the experiment's first decision
+not held up (at K = 1000 one refresh is ~4 M Beta draws: 0.25-0.65 s). The first
+cache of a policy is built the same way, before the experiment's first decision
 (``ExperimentRuntime.warm``).
 """
 
