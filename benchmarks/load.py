@@ -7,7 +7,8 @@ experiment of K arms (default 10) with the four policies. Two servers run as sep
 processes: ``banditd serve`` on that database, and the **floor** — the same
 ``DecisionService`` on a plain ``grpc.aio`` server whose handlers return canned
 responses of the same sizes (``benchmarks.load_floor``). This process is the client
-(``benchmarks.load_client``: grpc.aio, requests serialised once, 4 channels) and
+(``benchmarks.load_client``: grpc.aio, requests serialised once, 4 channels, its
+start-up objects frozen out of the cyclic GC's reach like both servers') and
 measures both in the same run. Every phase is repeated with the order of the two
 servers alternating, and a figure is the median (throughput) or the pooled samples
 (latency) of its repeats — never the best run:
@@ -63,6 +64,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import os
 import platform
 import random
@@ -550,6 +552,13 @@ async def run_on(args: argparse.Namespace, mode: str, log_dir: Path,
         # Warm both servers (imports, caches, the first Thompson propensity estimate).
         for _server, target in targets.values():
             await closed_loop(target, "Select", reqs, concurrency=8, duration=1.0, warmup=0.2)
+        # The client's own full GC collections traverse every module and request and
+        # stall its loop for 17-36 ms, delaying sends and replies alike. An open-loop
+        # probe on banditd at 1,900/s, 5 s windows: a window holding a 32 ms collection
+        # had p99 22 ms, the others 3.8-9.1 ms; frozen, as banditd and the floor freeze
+        # theirs, no window held a full collection and p99 was 3.4-4.7 ms.
+        gc.collect()
+        gc.freeze()
 
         # Repeats alternate which server goes first, so that drift (the other tenants of
         # a shared machine) hits both alike; a figure is the median (or the pooled
