@@ -28,9 +28,10 @@ weights infinite for an arm that was in fact chosen, the returned value is floor
   the statistics under the GIL, then releases the GIL and draws from its own child
   generator (``Rng.spawn``), so it may run in a worker thread beside ``select``. If
   the cache has never been computed, the first ``select`` computes it synchronously
-  (the server builds it first, in a thread: ``ExperimentRuntime.warm``). If the
-  statistics changed since (``version`` moved on), ``select`` keeps using the stale
-  cache: the returned propensity then describes the policy as of
+  (the server builds it first, in a thread: ``ExperimentRuntime.warm``, or takes it
+  over from the kernel it replaces: ``adopt_propensities``). If the statistics
+  changed since (``version`` moved on), ``select`` keeps using the stale cache: the
+  returned propensity then describes the policy as of
   ``propensity_version``, which is off by the drift of the posterior between
   refreshes (small once arms have many pulls; refresh often while they have few).
 - A candidate subset C ≠ all arms: the propensity is estimated on the spot with
@@ -236,6 +237,29 @@ cdef class ThompsonPolicy(PolicyBase):
             self.propensity_version = version
         finally:
             self._refreshing = False
+        return True
+
+    def adopt_propensities(self, ThompsonPolicy other not None):
+        """Take over ``other``'s cache, for a kernel that replaces ``other`` over a copy
+        of its current statistics (a reloaded experiment: the caller copies them first).
+
+        The cache is a function of the statistics, the prior and M only, so it carries
+        over when K, ``alpha0``, ``beta0`` and ``propensity_draws`` are equal and
+        ``other`` has one; otherwise nothing changes. A cache that was current for
+        ``other`` is current here; a stale one stays stale (``version`` moves past it),
+        so the refresher re-estimates it as it would have ``other``'s. The array is
+        shared, not copied: a refresh replaces a cache, it never writes into one.
+        Returns True if the cache was adopted.
+        """
+        if (self.propensity_version >= 0 or other.propensity_version < 0
+                or other.n_arms != self.n_arms or other.alpha0 != self.alpha0
+                or other.beta0 != self.beta0
+                or other.propensity_draws != self.propensity_draws):
+            return False
+        self._prop = other._prop
+        self.propensity_version = self.version
+        if other.propensity_version != other.version:
+            self.version += 1
         return True
 
     def cached_propensities(self):

@@ -122,6 +122,52 @@ def test_refresh_only_when_the_version_moved_and_stale_cache_is_used_until_then(
     assert policy.cached_propensities()[2] > 0.99
 
 
+def _copy_of(policy: ThompsonPolicy, seed: int, **kw) -> ThompsonPolicy:
+    """A new kernel over a copy of ``policy``'s statistics (a reloaded experiment)."""
+    return ThompsonPolicy(policy.pulls_array.copy(), policy.reward_sum_array.copy(),
+                          Rng(seed), **kw)
+
+
+def test_a_replacing_kernel_adopts_a_current_cache_without_drawing() -> None:
+    old = _policy(seed=9)
+    old.refresh_propensities()
+    new = _copy_of(old, seed=10)
+    assert new.adopt_propensities(old)
+    assert new.propensity_version == new.version
+    assert not new.refresh_propensities()           # current: nothing to redo
+    # The very estimate, not a fresh one: another M = 4096 draws would differ.
+    np.testing.assert_array_equal(new.cached_propensities(), old.cached_propensities())
+    arm, p = new.select()
+    assert p == old.cached_propensities()[arm]
+
+
+def test_a_stale_cache_is_adopted_stale_and_refreshed_from_the_new_statistics() -> None:
+    old = _policy(seed=11)
+    old.refresh_propensities()
+    for _ in range(200):
+        old.update(2, 1.0)                          # arm 2 becomes the favourite
+    new = _copy_of(old, seed=12)
+    assert new.adopt_propensities(old)
+    assert new.propensity_version != new.version    # stale there, stale here
+    assert new.cached_propensities()[2] < 0.5       # the old estimate, until refreshed
+    assert new.refresh_propensities()
+    assert new.cached_propensities()[2] > 0.99
+
+
+@pytest.mark.parametrize("change", [
+    {"alpha0": 2.0}, {"beta0": 3.0}, {"propensity_draws": 1000}, "arms", "never built"])
+def test_a_cache_is_not_adopted_when_it_cannot_describe_the_new_kernel(change) -> None:
+    old = _policy(seed=13)
+    if change != "never built":
+        old.refresh_propensities()
+    if change == "arms":
+        new = ThompsonPolicy(np.array(PULLS[:4]), np.array(SUMS[:4]), Rng(14))
+    else:
+        new = _copy_of(old, seed=14, **(change if isinstance(change, dict) else {}))
+    assert not new.adopt_propensities(old)
+    assert new.propensity_version == -1             # still to be built, from its own draws
+
+
 def test_refresh_in_a_worker_thread_beside_selects() -> None:
     policy = _policy(seed=8, propensity_draws=20_000)
     errors: list[BaseException] = []

@@ -91,3 +91,26 @@ async def test_propensity_refresher_brings_a_changed_thompson_cache_up_to_date()
     finally:
         task.cancel()
     assert thompson.propensity_version == thompson.version
+
+
+def test_a_reloaded_experiment_keeps_its_thompson_caches_and_is_not_cold():
+    registry = Registry(Rng(6), SIGNER)
+    first = registry.upsert(_experiment(1, policies=("thompson", "ucb")))
+    assert first.cold
+    first.policies[0].kernel.select(None)  # builds the cache
+    first.policies[0].kernel.update(3, 1.0)  # statistics move on: the cache is stale
+    before = first.policies[0].kernel.cached_propensities()
+    # A settings edit or status change reloads the experiment: a new runtime.
+    second = registry.upsert(_experiment(1, policies=("thompson", "ucb"), traffic_pct=0.5))
+    kernel = second.policies[0].kernel
+    assert second is not first and not second.cold
+    np.testing.assert_array_equal(kernel.cached_propensities(), before)
+    assert kernel.propensity_version != kernel.version  # stale, as it was: refreshed later
+    np.testing.assert_array_equal(second.policies[0].pulls, first.policies[0].pulls)
+
+
+def test_a_reload_before_the_first_cache_leaves_the_experiment_cold():
+    registry = Registry(Rng(7), SIGNER)
+    registry.upsert(_experiment(1, policies=("thompson",)))
+    second = registry.upsert(_experiment(1, policies=("thompson",), traffic_pct=0.5))
+    assert second.cold and second.policies[0].kernel.propensity_version == -1

@@ -346,3 +346,44 @@ async def test_select_batch_waits_for_a_cold_experiment_too(migrated_db_url, sta
     runtime = running.server.registry.get("cold")
     assert not runtime.cold
     assert runtime.policies[0].kernel.propensity_version == 0
+
+
+async def test_an_edited_experiment_keeps_its_cache_and_builds_none(
+        migrated_db_url, start_server, monkeypatch):
+    """A settings edit reloads the experiment into a new runtime (the change feed):
+    the Thompson cache comes along, so the next Selects build nothing and wait for
+    nothing, and their propensities are the cache's."""
+    import numpy as np
+
+    from server.experiment_store import update_settings
+    from server.registry import ExperimentRuntime
+
+    await make_experiment(migrated_db_url, "ramp", policies=("thompson",))
+    running = await start_server()
+    builds: list[str] = []
+    build = ExperimentRuntime._build_caches
+
+    def counted_build(runtime):
+        builds.append(runtime.id)
+        build(runtime)
+
+    monkeypatch.setattr(ExperimentRuntime, "_build_caches", counted_build)
+    await running.stub.Select(pb.SelectRequest(experiment_id="ramp", user_id="u"))
+    first = running.server.registry.get("ramp")
+    conn = await connect(migrated_db_url)
+    try:
+        await update_settings(conn, "ramp", traffic_pct=0.5, actor="test")
+    finally:
+        await conn.close()
+    await wait_for(lambda: running.server.registry.get("ramp") is not first)
+    runtime = running.server.registry.get("ramp")
+    assert runtime.experiment.spec.traffic_pct == 0.5 and not runtime.cold
+    replies = [await running.stub.Select(pb.SelectRequest(experiment_id="ramp",
+                                                           user_id=f"user-{i}"))
+               for i in range(40)]
+    assert builds == ["ramp"]  # the first Select's; none after the edit
+    cache = runtime.policies[0].kernel.cached_propensities()
+    np.testing.assert_array_equal(first.policies[0].kernel.cached_propensities(), cache)
+    served = [r for r in replies if r.served_by == pb.POLICY]
+    assert served  # half the traffic is in the experiment
+    assert [r.propensity for r in served] == [cache[ARMS.index(r.arm)] for r in served]
