@@ -913,6 +913,18 @@ def plot(out: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def _concurrencies(text: str) -> tuple[int, ...]:
+    """``--reward-concurrency``: comma-separated positive integers, e.g. ``64,128``."""
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated positive integers such as 64,128, got {text!r}")
+    return values
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.load", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -926,8 +938,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-concurrency", type=int, default=4,
                         help="concurrent SelectBatch callers in short mode (full mode: the "
                              "best of 2, 4, 8)")
-    parser.add_argument("--reward-concurrency", type=lambda v: tuple(int(c) for c in v.split(",")),
-                        default=None,
+    parser.add_argument("--reward-concurrency", type=_concurrencies, default=None,
                         help="concurrent Reward callers to sweep, comma-separated (default "
                              "64,128); bare asyncpg runs at the best of them")
     parser.add_argument("--memory-experiments", type=int, default=1000,
