@@ -171,7 +171,7 @@ class ExperimentRuntime:
                 ),
             )
         self.slot_policies = (*self.policies, self.default_policy)
-        self.cold = any(_needs_cache(p.kernel) for p in self.slot_policies)
+        self.cold = self._has_unbuilt_cache()
         self._warming: asyncio.Future | None = None
         # The serving period in epoch seconds: running, from start_at, before end_at.
         running = experiment.status == "running"
@@ -217,6 +217,9 @@ class ExperimentRuntime:
             if self._warming.done():
                 self.cold = False  # even if the build failed: select builds its own
 
+    def _has_unbuilt_cache(self) -> bool:
+        return any(_needs_cache(p.kernel) for p in self.slot_policies)
+
     def _build_caches(self) -> None:
         for policy in self.slot_policies:
             if _needs_cache(policy.kernel):
@@ -249,7 +252,7 @@ class ExperimentRuntime:
                 policy.reward_sum[:] = old.reward_sum
                 if hasattr(policy.kernel, "adopt_propensities"):  # same code, same class
                     policy.kernel.adopt_propensities(old.kernel)
-        self.cold = any(_needs_cache(p.kernel) for p in self.slot_policies)
+        self.cold = self._has_unbuilt_cache()
 
     def load_statistics(self, rows: Iterable[tuple[str, str, float, float]]) -> None:
         """Set statistics from (policy, arm, pulls, reward_sum) rows of ``arm_stats``."""
