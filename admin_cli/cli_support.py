@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import sys
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import date, datetime
@@ -25,8 +26,22 @@ from rich.table import Table
 
 EXIT_FAILED, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_STATE, EXIT_DATABASE = 1, 2, 3, 4, 5
 
-console = Console()
-err_console = Console(stderr=True)
+# Where commands write their files (plots, reports) unless told otherwise: one
+# directory, relative to where banditctl runs, that a checkout ignores.
+RESULTS_DIR = "banditd-results"
+
+# When the output is a pipe or a file, rich would wrap and cut tables at 80 columns;
+# scripts and logs want every id whole, so only a terminal sets the width.
+_PIPE_WIDTH = 10_000
+
+
+def _console(*, stderr: bool) -> Console:
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, width=None if stream.isatty() else _PIPE_WIDTH)
+
+
+console = _console(stderr=False)
+err_console = _console(stderr=True)
 
 
 class CliError(click.ClickException):
@@ -46,27 +61,33 @@ class Database:
 
     @property
     def url(self) -> str:
+        """The URL of an existing database (exit code 5 when there is none)."""
+        return self.resolve(create=False)
+
+    def resolve(self, *, create: bool) -> str:
+        """The URL; ``create`` lets the embedded default initialise a new cluster."""
         from server.database import DatabaseConfigError, resolve_database_url
 
         try:
-            return resolve_database_url(self._url, self.data_dir)
+            return resolve_database_url(self._url, self.data_dir, create=create)
         except DatabaseConfigError as exc:
             raise CliError(str(exc), EXIT_DATABASE) from exc
 
     @asynccontextmanager
-    async def connection(self, *, check_schema: bool = True):
+    async def connection(self, *, check_schema: bool = True, create: bool = False):
         """A connection; fails with exit code 5 when unreachable or not migrated."""
         import asyncpg
 
-        from server.database import connect
+        from server.database import connect, redacted
         from server.migrate import SchemaMismatchError
         from server.migrate import check_schema as check
 
+        url = self.resolve(create=create)
         try:
-            conn = await connect(self.url, timeout=10)
+            conn = await connect(url, timeout=10)
         except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-            raise CliError(f"cannot reach PostgreSQL ({exc}); check --database-url",
-                           EXIT_DATABASE) from exc
+            raise CliError(f"cannot reach PostgreSQL at {redacted(url)} ({exc}); check "
+                           "--database-url and that the server is up", EXIT_DATABASE) from exc
         try:
             if check_schema:
                 try:

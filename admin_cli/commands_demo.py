@@ -11,6 +11,7 @@ import click
 
 from admin_cli.cli_support import (
     EXIT_USAGE,
+    RESULTS_DIR,
     CliError,
     database_options,
     print_table,
@@ -82,7 +83,7 @@ async def _ensure_experiment(db, experiment_id: str, arms: tuple[str, ...]) -> N
 @click.option("--concurrency", default=8, show_default=True, type=click.IntRange(1, 256),
               help="Simulated users in flight at once.")
 @click.option("--experiment-id", default="movielens-demo", show_default=True)
-@click.option("--out", "out_path", default="demo-results/demo.png", show_default=True,
+@click.option("--out", "out_path", default=f"{RESULTS_DIR}/demo.png", show_default=True,
               type=click.Path(dir_okay=False, path_type=Path), help="Where to write the PNG.")
 @click.option("--seed", type=int, default=None, help="Seed for the simulated users.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")

@@ -74,11 +74,11 @@ def spec_options(func):
         click.option("--arms-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
                      help="File with one arm name per line."),
         click.option("--policies", default="thompson,egreedy,ucb,control", show_default=True,
-                     help="Policies under test: thompson, ucb, egreedy, control."),
+                     help="Policies under test (thompson, ucb, egreedy), with control."),
         click.option("--split", help="Traffic share of each policy, e.g. 0.4,0.2,0.2,0.2 "
                      "(default: equal)."),
         click.option("--traffic", default=1.0, show_default=True, type=float,
-                     help="Share of users inside the experiment, in [0, 1]."),
+                     help="Share of users inside the experiment, in (0, 1]."),
         click.option("--param", "params", multiple=True,
                      help="Policy parameter POLICY.NAME=VALUE (repeatable): thompson.alpha0, "
                      "thompson.beta0, ucb.c, egreedy.epsilon, egreedy.decay, control.default_arm."),
@@ -97,8 +97,10 @@ def spec_options(func):
 
 
 def build_spec(experiment_id: str, name: str, **o) -> ExperimentSpec:
+    """The validated spec of ``experiment create`` and ``launch`` (exit code 2 on bad
+    input, before any database is touched)."""
     try:
-        return ExperimentSpec(
+        spec = ExperimentSpec(
             id=experiment_id,
             name=name,
             arms=_read_arms(o["arms"], o["arms_file"]),
@@ -113,8 +115,10 @@ def build_spec(experiment_id: str, name: str, **o) -> ExperimentSpec:
             duration_days=o["duration"],
             notes=o["notes"],
         )
+        spec.validate_for_write()
     except ExperimentConfigError as exc:
         raise CliError(str(exc), EXIT_USAGE) from exc
+    return spec
 
 
 def experiment_dict(experiment: Experiment) -> dict[str, Any]:

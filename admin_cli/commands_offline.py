@@ -9,9 +9,9 @@
 - ``evaluate ID``: off-policy estimates (IPS, SNIPS, DM, DR) of candidate policies
   on an experiment's logged decisions.
 
-Exit codes follow :mod:`admin_cli.cli_support`: 1 run-time failure (including a
-malformed MovieLens file), 2 bad usage, 3 unknown experiment or dataset, 5 database
-unreachable or not migrated.
+Exit codes follow :mod:`admin_cli.cli_support`: 1 run-time failure, 2 bad input
+(usage, or a file that is not MovieLens), 3 unknown experiment or dataset, 5
+database unreachable or not migrated.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from rich.progress import (
 from admin_cli.cli_support import (
     EXIT_NOT_FOUND,
     EXIT_USAGE,
+    RESULTS_DIR,
     CliError,
     console,
     database_options,
@@ -152,14 +153,14 @@ def _file_progress(progress: Progress | None) -> Callable[[Path, int, int], None
 
 
 def _read_files(path: Path, quiet: bool):
-    """Read a MovieLens source with a progress bar; malformed input → exit 1."""
+    """Read a MovieLens source with a progress bar; malformed input → exit 2."""
     from admin_cli.offline.movielens import MovieLensFormatError, read_movielens
 
     try:
         with _progress(not quiet, DownloadColumn()) as progress:
             return read_movielens(path, _file_progress(progress))
     except MovieLensFormatError as exc:
-        raise CliError(f"malformed MovieLens input: {exc}") from exc
+        raise CliError(f"malformed MovieLens input: {exc}", EXIT_USAGE) from exc
 
 
 # --------------------------------------------------------------------------- load-movielens
@@ -256,7 +257,8 @@ def load_movielens_command(
               "e.g. egreedy.epsilon=0.05.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed of streams and policies.")
-@click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
+@click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path(RESULTS_DIR, "replay"),
               show_default=True, help="Where replay.json and replay.png are written.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @database_options

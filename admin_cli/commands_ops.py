@@ -227,28 +227,47 @@ def decide_command(experiment_id, db, as_json) -> None:
         print_json({"experiment_id": experiment_id,
                     "recommendation": overall_recommendation(report), **report.to_dict()})
         return
-    data = report.to_dict()
+    _print_verdict(experiment_id, overall_recommendation(report), report.to_dict())
+
+
+def _print_verdict(experiment_id: str, recommendation: str, data: dict) -> None:
+    """The human form of ``decide``: the verdict, each policy's lift, then the reasons."""
+    control = data["control"]
+    click.echo(f"{experiment_id}: {recommendation.upper()} "
+               f"(day {data['days']}, guardrails {data['guardrails']}, "
+               f"control {control['users']:.0f} users, mean {_fmt(control['mean'])} "
+               f"{_fmt_ci(control['mean_ci']['ci'])})")
     rows = []
     for p in data["policies"]:
-        rel = p.get("relative_lift", {})
-        rows.append((p.get("policy"), p["summary"]["users"], _fmt(p["summary"]["mean"]),
-                     _fmt(rel.get("estimate")), _fmt_ci(rel.get("ci")),
-                     _fmt(rel.get("p_value")), p["recommendation"], "; ".join(p["reasons"])))
-    control = data["control"]
-    print_table(
-        f"decision for {experiment_id}: {overall_recommendation(report)} "
-        f"(control: {control['users']:.0f} users, mean {_fmt(control['mean'])})",
-        ("policy", "users", "mean", "relative lift", "always-valid CI", "p", "verdict",
-         "reasons"),
-        rows,
-    )
+        rel, mean_ci = p["relative_lift"], p["mean_ci"]["ci"]
+        level = f"{rel['level']:.1%}"
+        rows.append((p["policy"], f"{p['users']:.0f}",
+                     f"{_fmt(p['mean'])} {_fmt_ci(mean_ci)}",
+                     _fmt_pct(rel["estimate"]), _fmt_ci(rel["ci"], pct=True),
+                     _fmt(p["p_value"], 3), level, p["recommendation"]))
+    print_table(None, ("policy", "users", "reward mean [CI]", "relative lift",
+                       "always-valid CI", "p", "level", "verdict"), rows)
+    for p in data["policies"]:
+        click.echo(f"{p['policy']}: {p['recommendation']}")
+        for reason in p["reasons"]:
+            click.echo(f"  - {reason}")
     srm = data["srm"]
-    click.echo(f"SRM: p={_fmt(srm.get('p_value'))} {'MISMATCH' if srm.get('flagged') else 'ok'};"
-               f" guardrails: {data['guardrails']}")
+    click.echo(f"sample-ratio mismatch: {'MISMATCH' if srm['flagged'] else 'none'} "
+               f"(χ² p = {_fmt(srm['p_value'], 3)}, threshold {srm['threshold']:g})")
 
 
-def _fmt_ci(ci) -> str:
-    return "-" if not ci else f"[{_fmt(ci[0])}, {_fmt(ci[1])}]"
+def _fmt_pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.2%}"
+
+
+def _fmt_ci(ci, *, pct: bool = False) -> str:
+    """``[low, high]``; an unbounded end (``None`` in the JSON) shows as ∓∞."""
+    if not ci or ci == [None, None]:
+        return "-"
+    show = _fmt_pct if pct else _fmt
+    low = "-∞" if ci[0] is None else show(ci[0])
+    high = "+∞" if ci[1] is None else show(ci[1])
+    return f"[{low}, {high}]"
 
 
 # -- status -------------------------------------------------------------------------------

@@ -28,11 +28,14 @@ def main() -> None:
 @database_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def migrate_command(db, as_json: bool) -> None:
-    """Apply pending schema migrations (idempotent)."""
+    """Apply pending schema migrations (idempotent).
+
+    The one banditctl command that initialises a new embedded database under
+    --data-dir when none is there."""
     from server.migrate import SCHEMA_VERSION, migrate
 
     async def apply():
-        async with db.connection(check_schema=False) as conn:
+        async with db.connection(check_schema=False, create=True) as conn:
             return await migrate(conn)
 
     applied = run(apply())

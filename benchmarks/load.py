@@ -516,7 +516,7 @@ async def run(args: argparse.Namespace, mode: str, log_dir: Path) -> dict[str, A
 
     data_dir = Path(tempfile.mkdtemp(prefix="banditd-bench-"))
     try:
-        return await run_on(args, mode, log_dir, embedded_database_url(data_dir))
+        return await run_on(args, mode, log_dir, embedded_database_url(data_dir, create=True))
     finally:
         stop_embedded(data_dir)
 

@@ -129,25 +129,33 @@ cdef int _decode_id(str decision_id, uint8_t* raw) except -1:
     cdef const char* text = PyUnicode_AsUTF8AndSize(decision_id, &n)
     cdef int g, i, v
     cdef uint32_t word
-    if n != _ENCODED_LENGTH or text[0] != b"d":
-        raise ValueError(f"decision_id must be the {_ENCODED_LENGTH}-char id returned by Select")
+    if n != _ENCODED_LENGTH:
+        raise ValueError(f"decision_id is {n} bytes long; a banditd decision id is exactly "
+                         f"{_ENCODED_LENGTH}: pass the SelectResponse's decision_id unchanged")
+    if text[0] != b"d":
+        raise ValueError("decision_id is not a banditd decision id: those start with 'd'")
     if text[_ENCODED_LENGTH - 1] != b"=":
-        raise ValueError("decision_id is not valid base64url")
+        raise ValueError("decision_id is not a banditd decision id: those end with '='")
     for g in range(13):                  # 12 groups of 3 bytes, then one of 2 bytes
         word = 0
         for i in range(4):
             v = 0 if g == 12 and i == 3 else _B64URL_VALUE[<uint8_t> text[1 + 4 * g + i]]
             if v < 0:
-                raise ValueError("decision_id is not valid base64url")
+                raise ValueError(
+                    f"decision_id is not a banditd decision id: character {2 + 4 * g + i} "
+                    "is not base64url (A-Z, a-z, 0-9, '-', '_')")
             word = (word << 6) | <uint32_t> v
         raw[3 * g] = <uint8_t> (word >> 16)
         raw[3 * g + 1] = <uint8_t> (word >> 8)
         if g < 12:
             raw[3 * g + 2] = <uint8_t> word
         elif word & 0xFF:
-            raise ValueError("decision_id is not a canonical id (non-zero padding bits)")
+            raise ValueError("decision_id is not a canonical id (non-zero padding bits): "
+                             "it was altered or made up")
     if raw[0] != _VERSION:
-        raise ValueError(f"decision_id version {raw[0]} is not supported")
+        raise ValueError(f"decision_id has format version {raw[0]}, which this server does "
+                         f"not know (it writes version {_VERSION}): altered, made up, or from "
+                         "a newer banditd")
     return 0
 
 
@@ -216,7 +224,8 @@ cdef class DecisionSigner:
         for i in range(_MAC_BYTES):      # constant time: no early exit on a mismatch
             diff |= mac[i] ^ raw[_PAYLOAD_BYTES + i]
         if diff:
-            raise ValueError("decision_id signature does not verify (forged or corrupted)")
+            raise ValueError("decision_id signature does not verify: the id was altered or made "
+                             "up, or comes from another banditd deployment (another key)")
         return (_get_be(raw + 2, 4), raw[6], raw[7], _get_be(raw + 8, 4), _get_be(raw + 12, 6))
 
     cdef void _mac(self, const uint8_t* payload, uint8_t* mac) noexcept:

@@ -29,7 +29,7 @@ from banditd.v1 import decision_pb2
 from core_ext import Rng
 from server import __version__
 from server.change_feed import ChangeFeed
-from server.database import create_pool, resolve_database_url
+from server.database import resolve_database_url, wait_for_pool
 from server.decision_id import DecisionIdCodec
 from server.decision_log import DecisionLog
 from server.default_rewards import DefaultRewardWorker
@@ -48,6 +48,10 @@ log = logging.getLogger("banditd.app")
 SERVICE_NAME = decision_pb2.DESCRIPTOR.services_by_name["DecisionService"].full_name
 
 
+class StartupError(RuntimeError):
+    """The server cannot start as configured; the message says what to change."""
+
+
 @dataclass(frozen=True, slots=True)
 class ServeConfig:
     """Everything ``banditd serve`` can be told (each flag also as BANDITD_<NAME>)."""
@@ -60,6 +64,7 @@ class ServeConfig:
     metrics_port: int | None = 9095
     log_dir: str | None = None
     grace_seconds: float = 10.0
+    database_wait: float = 60.0
     migrate: bool = False
     default_reward_interval: float = 5.0
     poll_interval: float = 1.0
@@ -77,6 +82,7 @@ class BanditServer:
         self.port: int | None = None
         self._tasks: list[asyncio.Task] = []
         self._grpc: grpc.aio.Server | None = None
+        self._waiting_health: grpc.aio.Server | None = None
         self.pool = None
         self._health = health.aio.HealthServicer()
         self._stopped = asyncio.Event()
@@ -94,8 +100,11 @@ class BanditServer:
         process that serves, not for one that starts many servers, like the tests)."""
         config = self.config
         embedded = not config.database_url
-        url = resolve_database_url(config.database_url, config.data_dir)
-        self.pool = await create_pool(url, min_size=2, max_size=8)
+        url = resolve_database_url(config.database_url, config.data_dir, create=True)
+        self.pool = await wait_for_pool(
+            url, wait_seconds=config.database_wait, log=log, min_size=2, max_size=8,
+            on_first_failure=self._answer_health_while_waiting,
+        )
         async with self.pool.acquire() as conn:
             if config.migrate or embedded:
                 await migrate(conn)
@@ -105,7 +114,7 @@ class BanditServer:
             keys = {r["key_id"]: bytes(r["secret"]) for r in await conn.fetch(
                 "SELECT key_id, secret FROM signing_keys")}
         if not keys:
-            raise RuntimeError("no decision-id signing key in the database: "
+            raise StartupError("no decision-id signing key in the database: "
                                "run `banditctl migrate`")
         codec = DecisionIdCodec(keys, max(keys), int.from_bytes(os.urandom(4), "big"))
         self.decision_log = DecisionLog(self.pool, self.server_id, capacity=config.decision_buffer)
@@ -126,10 +135,11 @@ class BanditServer:
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._grpc
         )
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
-        self.port = self._grpc.add_insecure_port(f"{config.host}:{config.port}")
-        if self.port == 0:
-            raise RuntimeError(f"cannot bind {config.host}:{config.port} (in use?)")
+        # While PostgreSQL was awaited, a health-only server held the port (and chose it,
+        # for port 0); SO_REUSEPORT (grpc's default on Linux) lets this one bind it too.
+        self.port = _bind(self._grpc, config.host, self.port or config.port)
         await self._grpc.start()
+        await self._stop_waiting_health()
 
         await self.feed.load_all()
         self.default_rewards = DefaultRewardWorker(
@@ -160,11 +170,29 @@ class BanditServer:
             __version__, config.host, self.port, version, len(registry), self.server_id,
         )
 
+    async def _answer_health_while_waiting(self) -> None:
+        """Serve ``grpc.health.v1`` (NOT_SERVING) on the port while PostgreSQL is awaited,
+        so that probes and clients see a server that is starting, not a closed port."""
+        server = grpc.aio.server()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        port = _bind(server, self.config.host, self.config.port)
+        await server.start()
+        self._waiting_health, self.port = server, port
+
+    async def _stop_waiting_health(self) -> None:
+        if self._waiting_health is not None:
+            await self._waiting_health.stop(None)
+            self._waiting_health = None
+
     async def stop(self) -> None:
         """Drain and stop; safe to call more than once."""
         if self._stopped.is_set():
             return
         self._stopped.set()
+        await self._stop_waiting_health()
+        if self.pool is None:  # start-up never reached the database: nothing to drain
+            return
         if self.servicer is not None:
             self.servicer.draining = True
         if self.heartbeat is not None:
@@ -195,6 +223,17 @@ class BanditServer:
     async def _set_health(self, status) -> None:
         await self._health.set("", status)
         await self._health.set(SERVICE_NAME, status)
+
+
+def _bind(server: grpc.aio.Server, host: str, port: int) -> int:
+    """Listen on ``host:port``; the port bound (chosen by the system for 0)."""
+    try:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError as exc:  # grpc raises on a failed bind, older releases return 0
+        raise StartupError(f"cannot listen on {host}:{port}: {exc}") from None
+    if bound == 0:
+        raise StartupError(f"cannot listen on {host}:{port} (in use?)")
+    return bound
 
 
 def _freeze_startup_objects() -> None:

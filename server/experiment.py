@@ -89,7 +89,7 @@ class ExperimentSpec:
         self._validate_policies()
         _require(
             _finite(self.traffic_pct) and 0.0 <= self.traffic_pct <= 1.0,
-            f"traffic must be a share in [0, 1], got {self.traffic_pct}",
+            f"traffic must be a share in (0, 1], got {self.traffic_pct}",
         )
         self._validate_reward()
         _require(
@@ -125,7 +125,8 @@ class ExperimentSpec:
         _require(all(_finite(s) and s >= 0 for s in split), "policy shares must be >= 0")
         _require(
             abs(sum(split) - 1.0) <= _SPLIT_TOLERANCE,
-            f"policy shares must sum to 1, got {sum(split):.6f}",
+            f"policy shares must sum to 1, got {sum(split):.6f} "
+            f"({', '.join(f'{p}={v:g}' for p, v in zip(policies, split, strict=False))})",
         )
         unknown = set(self.policy_params) - set(policies) - {DEFAULT_POLICY}
         _require(not unknown, f"parameters given for policies not in the experiment: {unknown}")
@@ -144,12 +145,37 @@ class ExperimentSpec:
             f"default reward {self.default_reward} is outside the reward range [{lo}, {hi}]",
         )
 
-    def validate_operations(self) -> None:
-        """Check that the guardrail thresholds and decision criteria parse.
+    def validate_for_write(self) -> None:
+        """The rules a spec must also meet where it is written (create, launch, set).
 
-        Called where a spec is written (create, set), not on every load, so that the
-        server never imports the statistics stack (SciPy) it does not use.
+        A stored spec is loaded as it is (a server must not refuse an experiment it
+        served yesterday); a new or changed one must be an experiment worth running:
+        at least two arms to choose between, a control policy (the decision engine,
+        the reward guardrail and off-policy evaluation all compare with it), every
+        policy with a positive share, some traffic, and guardrail thresholds and
+        decision criteria that parse. Not on every load, so that the server never
+        imports the statistics stack (SciPy) it does not use.
         """
+        _require(
+            len(self.arms) >= 2,
+            f"an experiment needs at least 2 arms to choose between, got {len(self.arms)}: "
+            "give --arms a,b[,...]",
+        )
+        _require(
+            DEFAULT_POLICY in self.policies,
+            f"policies {','.join(self.policies)} have no {DEFAULT_POLICY!r}: add it (e.g. "
+            f"--policies {','.join((*self.policies, DEFAULT_POLICY))}); every policy is "
+            "judged against control",
+        )
+        zero = [p for p, share in zip(self.policies, self.policy_split, strict=True)
+                if share <= 0]
+        _require(not zero, f"policy {', '.join(zero)} has a share of 0 in the split and "
+                 "would serve nobody: give it a share or leave it out of --policies")
+        _require(
+            self.traffic_pct > 0,
+            "traffic must be in (0, 1], got 0: an experiment without traffic serves nobody "
+            "(`banditctl experiment stop` takes users out of a running one)",
+        )
         from admin_cli.stats.decision import DecisionCriteria
         from admin_cli.stats.guardrail_rules import GuardrailThresholds
 

@@ -105,7 +105,7 @@ async def create_experiment(
 ) -> Experiment:
     """Insert a draft experiment; raises ``ValueError`` if the id is taken."""
     actor = actor or current_actor()
-    spec.validate_operations()
+    spec.validate_for_write()
     async with conn.transaction():
         try:
             row = await conn.fetchrow(
@@ -260,7 +260,7 @@ async def update_settings(
         if not changes:
             return locked
         spec = dataclasses.replace(current, **{k: new for k, (_, new) in changes.items()})
-        spec.validate_operations()
+        spec.validate_for_write()
         row = await conn.fetchrow(
             f"""UPDATE experiments SET traffic_pct = $2, guardrails = $3, decision_criteria = $4,
                     updated_at = clock_timestamp()

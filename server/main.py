@@ -8,9 +8,14 @@ import sys
 import click
 
 from server import __version__
-from server.app import BanditServer, ServeConfig, serve
+from server.app import BanditServer, ServeConfig, StartupError, serve
+from server.calls import reward_command, select_command
+from server.database import DatabaseConfigError, DatabaseUnreachable
 from server.demo import DEMO_ID
 from server.migrate import SchemaMismatchError
+from server.quickstart import banner
+
+EXIT_FAILED, EXIT_USAGE, EXIT_DATABASE = 1, 2, 5
 
 
 @click.group(context_settings={"show_default": True})
@@ -42,46 +47,55 @@ def _option(flag: str, env: str, *names: str, **kwargs):
          help="Directory for app.log, workers.log, api.log.")
 @_option("--grace", "BANDITD_GRACE", "grace_seconds", default=10.0,
          type=click.FloatRange(0, 600), help="Seconds in-flight calls get to finish on SIGTERM.")
+@_option("--database-wait", "BANDITD_DATABASE_WAIT", default=60.0,
+         type=click.FloatRange(0, 86_400),
+         help="Seconds to wait, retrying with back-off, for PostgreSQL to accept connections "
+              "at start (health answers NOT_SERVING meanwhile).")
 @_option("--migrate/--no-migrate", "BANDITD_MIGRATE", default=False,
          help="Apply pending migrations at start (always done for the embedded default).")
 @_option("--create-demo", "BANDITD_CREATE_DEMO", is_flag=True,
          help="Create and start a 'demo' experiment when none exists.")
 def serve_command(metrics_port: int, **options) -> None:
-    """Serve Select and Reward over gRPC until SIGTERM/SIGINT."""
+    """Serve Select and Reward over gRPC until SIGTERM/SIGINT.
+
+    Exit codes: 0 stopped cleanly, 1 failed to start (e.g. the port is taken),
+    2 bad usage or configuration, 5 database unreachable or not migrated."""
     from server import logs
 
     logs.configure(options["log_dir"])
     config = ServeConfig(metrics_port=metrics_port or None, **options)
     try:
         asyncio.run(serve(config, on_started=_print_how_to_call if config.create_demo else None))
-    except SchemaMismatchError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(3)
+    except (SchemaMismatchError, DatabaseUnreachable) as exc:
+        _fail(str(exc), EXIT_DATABASE)
+    except DatabaseConfigError as exc:
+        _fail(str(exc), EXIT_USAGE)
+    except OSError as exc:  # e.g. the metrics port is taken
+        _fail(f"cannot start: {exc}", EXIT_FAILED)
+    except StartupError as exc:
+        _fail(str(exc), EXIT_FAILED)
     except KeyboardInterrupt:
         pass
 
 
+def _fail(message: str, code: int) -> None:
+    from server import logs
+
+    logs.shutdown()
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
 async def _print_how_to_call(server: BanditServer) -> None:
-    """Tell the operator how to reach the demo experiment."""
-    address = f"{server.config.host}:{server.port}"
-    click.echo(
-        f"""
-banditd is serving experiment '{DEMO_ID}' on {address}. Try it:
+    """Tell the operator how to reach the demo experiment (after the start-up log lines)."""
+    from server import logs
 
-  grpcurl -plaintext -d '{{"experiment_id": "{DEMO_ID}", "user_id": "alice"}}' \\
-      {address} banditd.v1.DecisionService/Select
+    logs.flush()
+    click.echo(banner(f"{server.config.host}:{server.port}", DEMO_ID), err=True)
 
-  python - <<'PY'
-  import grpc
-  from banditd.v1 import decision_pb2 as pb, decision_pb2_grpc as rpc
-  stub = rpc.DecisionServiceStub(grpc.insecure_channel("{address}"))
-  d = stub.Select(pb.SelectRequest(experiment_id="{DEMO_ID}", user_id="alice"))
-  print(d.arm, d.policy, d.propensity)
-  print(stub.Reward(pb.RewardRequest(decision_id=d.decision_id, value=1.0)))
-  PY
-""",
-        err=True,
-    )
+
+main.add_command(select_command)
+main.add_command(reward_command)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 ``Select`` awaits nothing once its experiment is warm: parsing the request, validation,
 the decision (assignment, kernel and signed id and its decision-log row, in one
 ``core_ext.Decider`` call) and writing the response all run synchronously on the event
-loop. ``Reward`` awaits only its group commit. Both take and return raw bytes
+loop. ``Reward`` awaits only its group commit. Every handler takes and returns raw bytes
 (``add_to_server``). Every failure is a gRPC status with a message a caller can act
 on, and changes no state.
 """
@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 
 import grpc
 import numpy as np
+from google.protobuf.message import DecodeError
 
 from banditd.v1 import decision_pb2
 from core_ext import (
@@ -75,7 +76,7 @@ class RpcFailure(Exception):
 
 class DecisionServicer:
     """Select / SelectBatch / Reward over the in-memory registry (served by
-    ``add_to_server``: Select and Reward take and return bytes)."""
+    ``add_to_server``: every handler takes and returns bytes)."""
 
     def __init__(
         self,
@@ -131,13 +132,17 @@ class DecisionServicer:
         self._select_ok.observe(time.perf_counter() - started)
         return response
 
-    async def SelectBatch(self, request, context) -> decision_pb2.SelectBatchResponse:
+    async def SelectBatch(self, request: bytes, context) -> bytes:
         started = time.perf_counter()
-        requests = request.requests
         reply = decision_pb2.SelectBatchResponse()
         add = reply.responses.add
         decide = self._decide
         try:
+            try:
+                requests = decision_pb2.SelectBatchRequest.FromString(request).requests
+            except DecodeError as exc:
+                raise RpcFailure(grpc.StatusCode.INVALID_ARGUMENT,
+                                 f"malformed SelectBatchRequest: {exc}") from None
             if len(requests) > MAX_BATCH:
                 raise RpcFailure(
                     grpc.StatusCode.INVALID_ARGUMENT,
@@ -170,7 +175,7 @@ class DecisionServicer:
         except RpcFailure as failure:
             await self._fail(context, "SelectBatch", failure, started)
         self._observe("SelectBatch", grpc.StatusCode.OK, started)
-        return reply
+        return reply.SerializeToString()
 
     def _decide(
         self, experiment_id: str, user_id: str, candidate_arms, context, started: float
@@ -344,17 +349,15 @@ _SERVICE = decision_pb2.DESCRIPTOR.services_by_name["DecisionService"]
 def add_to_server(servicer: DecisionServicer, server: grpc.aio.Server) -> None:
     """Serve ``servicer`` as banditd.v1.DecisionService on ``server``.
 
-    Select and Reward take and return raw bytes: ``core_ext`` parses their requests
-    and writes Select's response in C (the hot path; see ``core_ext._wire``), and
-    Reward's two answers are serialised once. SelectBatch uses the generated classes.
+    Every handler takes and returns raw bytes, so that bytes which are not the method's
+    message are the handler's INVALID_ARGUMENT, not grpc's UNKNOWN for a deserializer
+    that raised. ``core_ext`` parses Select's and Reward's requests and writes Select's
+    response in C (the hot path; see ``core_ext._wire``), Reward's two answers are
+    serialised once, and SelectBatch parses with the generated classes.
     """
     handlers = {
         "Select": grpc.unary_unary_rpc_method_handler(servicer.Select),
-        "SelectBatch": grpc.unary_unary_rpc_method_handler(
-            servicer.SelectBatch,
-            request_deserializer=decision_pb2.SelectBatchRequest.FromString,
-            response_serializer=decision_pb2.SelectBatchResponse.SerializeToString,
-        ),
+        "SelectBatch": grpc.unary_unary_rpc_method_handler(servicer.SelectBatch),
         "Reward": grpc.unary_unary_rpc_method_handler(servicer.Reward),
     }
     if set(handlers) != set(_SERVICE.methods_by_name):

@@ -76,12 +76,12 @@ def test_bad_input_exits_with_a_meaningful_code(banditctl, args, code, message):
 
 
 def test_invalid_transitions_exit_with_the_state_code(banditctl):
-    banditctl("experiment", "create", "e", "--name", "E", "--arms", "a")
+    banditctl("experiment", "create", "e", "--name", "E", "--arms", "a,b")
     result = banditctl("experiment", "stop", "e")
     assert result.exit_code == EXIT_STATE
     assert "cannot stop experiment 'e': it is draft" in result.output
-    banditctl("experiment", "create", "dup", "--name", "E", "--arms", "a")
-    again = banditctl("experiment", "create", "dup", "--name", "E", "--arms", "a")
+    banditctl("experiment", "create", "dup", "--name", "E", "--arms", "a,b")
+    again = banditctl("experiment", "create", "dup", "--name", "E", "--arms", "a,b")
     assert again.exit_code == EXIT_USAGE
     assert "already exists" in again.output
 

@@ -2,9 +2,11 @@
 nothing: no decision is logged, no reward is stored, no statistic moves."""
 
 import math
+import random
 
 import grpc
 import pytest
+from google.protobuf.message import DecodeError
 
 from banditd.v1 import decision_pb2 as pb
 from server.database import connect
@@ -113,7 +115,7 @@ async def test_bad_reward_value(running, migrated_db_url, value, message):
     ("decision_id", "message"),
     [
         ("", "decision_id is required"),
-        ("not-a-decision", "char id returned by Select"),
+        ("not-a-decision", "a banditd decision id is exactly 53"),
         ("d" + "A" * 51 + "=", "version"),
     ],
 )
@@ -203,3 +205,81 @@ async def test_failed_calls_are_logged_for_the_runbook(running, tmp_path):
     finally:
         logs.configure(None, console=False)
     assert "ERROR Select NOT_FOUND: experiment 'missing' not found" in text
+
+
+def _hostile_payloads(valid: bytes, count: int, seed: int) -> list[bytes]:
+    """Half random bytes, half mutations of ``valid`` (flipped bits, truncation, a byte
+    inserted or deleted): the inputs of a broken client or a fuzzer."""
+    rng = random.Random(seed)
+    payloads = []
+    for i in range(count):
+        if i % 2 == 0:
+            payloads.append(rng.randbytes(rng.randint(1, 64)))
+            continue
+        data = bytearray(valid)
+        kind = rng.randrange(4)
+        position = rng.randrange(len(data))
+        if kind == 0:
+            data[position] ^= 1 << rng.randrange(8)
+        elif kind == 1:
+            del data[position:]
+        elif kind == 2:
+            data.insert(position, rng.randrange(256))
+        else:
+            del data[position]
+        payloads.append(bytes(data))
+    return payloads
+
+
+def _parses(message_class, data: bytes) -> bool:
+    try:
+        message_class.FromString(data)
+    except DecodeError:
+        return False
+    return True
+
+
+HOSTILE_CASES = {
+    "Select": (pb.SelectRequest, pb.SelectRequest(
+        experiment_id="exp", user_id="u", candidate_arms=["arm-0", "arm-1"],
+        context={"k": "v"})),
+    "SelectBatch": (pb.SelectBatchRequest, pb.SelectBatchRequest(requests=[
+        pb.SelectRequest(experiment_id="exp", user_id=f"u{i}", candidate_arms=["arm-2"])
+        for i in range(3)])),
+    "Reward": (pb.RewardRequest, None),
+}
+
+
+@pytest.mark.parametrize("method", sorted(HOSTILE_CASES))
+async def test_hostile_bytes_never_answer_unknown(running, tmp_path, method):
+    """1,000 random or mutated payloads per method through a bytes-in channel: whatever
+    the generated classes cannot parse is INVALID_ARGUMENT, nothing is UNKNOWN or
+    INTERNAL, and every failed call is one ``ERROR <method> <code>`` line in api.log."""
+    from server import logs
+
+    message_class, valid = HOSTILE_CASES[method]
+    if valid is None:
+        decision = await running.stub.Select(pb.SelectRequest(experiment_id="exp", user_id="u"))
+        valid = pb.RewardRequest(decision_id=decision.decision_id, value=1.0)
+        valid.event_time.seconds = 1_700_000_000
+    call = running.channel.unary_unary(f"/banditd.v1.DecisionService/{method}")
+    codes: dict[grpc.StatusCode, int] = {}
+    unparsable_codes: set[grpc.StatusCode] = set()
+    logs.configure(tmp_path, console=False)
+    try:
+        for data in _hostile_payloads(valid.SerializeToString(), 1000, seed=len(method)):
+            try:
+                await call(data, timeout=10)
+                code = grpc.StatusCode.OK
+            except grpc.aio.AioRpcError as err:
+                code = err.code()
+            codes[code] = codes.get(code, 0) + 1
+            if not _parses(message_class, data):
+                unparsable_codes.add(code)
+        logs.flush()
+        logged = (tmp_path / "api.log").read_text().count(f"ERROR {method} ")
+    finally:
+        logs.configure(None, console=False)
+    assert unparsable_codes == {INVALID}, codes
+    assert not {grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL} & set(codes), codes
+    assert logged == sum(n for code, n in codes.items() if code != grpc.StatusCode.OK)

@@ -121,12 +121,12 @@ def test_id_signed_with_another_secret_is_rejected(codec):
 @pytest.mark.parametrize(
     ("decision_id", "message"),
     [
-        ("", "char id returned by Select"),
-        ("x" * ENCODED_LENGTH, "char id returned by Select"),
-        ("d" + "!" * (ENCODED_LENGTH - 1), "base64url"),
-        ("d" + "A" * (ENCODED_LENGTH - 1), "base64url"),  # no padding character
-        ("d" + "A" * (ENCODED_LENGTH - 3) + "é=", "char id returned by Select"),  # 54 bytes
-        ("d" + "A" * (ENCODED_LENGTH - 2) + "=", "version"),
+        ("", "0 bytes long; a banditd decision id is exactly 53"),
+        ("x" * ENCODED_LENGTH, "those start with 'd'"),
+        ("d" + "!" * (ENCODED_LENGTH - 2) + "=", "character 2 is not base64url"),
+        ("d" + "A" * (ENCODED_LENGTH - 1), "those end with '='"),
+        ("d" + "A" * (ENCODED_LENGTH - 3) + "é=", "54 bytes long"),
+        ("d" + "A" * (ENCODED_LENGTH - 2) + "=", "format version 0"),
     ],
 )
 def test_malformed_ids_are_rejected_with_a_reason(codec, decision_id, message):

@@ -37,7 +37,7 @@ def test_reward_is_normalised_to_the_unit_interval():
         ({"policies": ("ucb", "control"), "policy_split": (0.5, 0.6)}, "sum to 1"),
         ({"policies": ("ucb", "control"), "policy_split": (1.0,)}, "1 shares for 2 policies"),
         ({"policies": ("ucb", "control"), "policy_split": (1.5, -0.5)}, ">= 0"),
-        ({"traffic_pct": 1.5}, r"traffic must be a share in \[0, 1\]"),
+        ({"traffic_pct": 1.5}, r"traffic must be a share in \(0, 1\]"),
         ({"traffic_pct": float("nan")}, "traffic"),
         ({"reward_min": 1.0, "reward_max": 1.0}, "reward range"),
         ({"reward_window_seconds": 0}, "reward window"),
@@ -56,3 +56,27 @@ def test_reward_is_normalised_to_the_unit_interval():
 def test_invalid_configurations_are_refused_with_a_clear_message(changes, message):
     with pytest.raises(ExperimentConfigError, match=message):
         ExperimentSpec(**{**GOOD, **changes})
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"arms": ("a",)}, "at least 2 arms to choose between, got 1"),
+        ({"policies": ("thompson", "ucb")}, "have no 'control': add it"),
+        ({"policies": ("ucb", "control"), "policy_split": (1.0, 0.0)},
+         "policy control has a share of 0"),
+        ({"traffic_pct": 0.0}, r"traffic must be in \(0, 1\], got 0"),
+        ({"guardrails": {"error_rate": {"critical": "high"}}}, "guardrail thresholds"),
+        ({"decision_criteria": {"alpha": 0.7}}, "decision criteria: alpha"),
+    ],
+)
+def test_a_new_experiment_must_be_worth_running(changes, message):
+    """A stored spec with one arm or no traffic still loads (a server must not refuse
+    yesterday's experiment); writing one is refused with the fix."""
+    spec = ExperimentSpec(**{**GOOD, **changes})
+    with pytest.raises(ExperimentConfigError, match=message):
+        spec.validate_for_write()
+
+
+def test_a_good_spec_is_writable():
+    ExperimentSpec(**GOOD).validate_for_write()

@@ -119,10 +119,11 @@ async def test_rewards_are_normalised_into_the_statistics(migrated_db_url, start
 async def test_outside_traffic_rewards_are_stored_but_teach_no_policy(
     migrated_db_url, start_server
 ):
-    await make_experiment(migrated_db_url, traffic_pct=0.0)
+    await make_experiment(migrated_db_url, traffic_pct=0.5)
     running = await start_server()
-    decision = await running.stub.Select(pb.SelectRequest(experiment_id="exp", user_id="u"))
-    assert decision.served_by == pb.OUTSIDE_TRAFFIC
+    decisions = [await running.stub.Select(pb.SelectRequest(experiment_id="exp", user_id=f"u{i}"))
+                 for i in range(40)]
+    decision = next(d for d in decisions if d.served_by == pb.OUTSIDE_TRAFFIC)
     reply = await running.stub.Reward(pb.RewardRequest(decision_id=decision.decision_id, value=1))
     assert reply.status == pb.APPLIED
     assert await _stats(migrated_db_url) == {}

@@ -296,8 +296,10 @@ async def test_first_selects_wait_for_thompson_caches_built_beside_the_loop(
 
     from server.registry import ExperimentRuntime
 
-    await make_experiment(migrated_db_url, "warm", policies=("thompson",))
-    await make_experiment(migrated_db_url, "cold", policies=("thompson",))
+    await make_experiment(migrated_db_url, "warm", policies=("thompson", "control"))
+    # A fixed salt fixes which of the 8 users thompson serves (not all of them go to control).
+    await make_experiment(migrated_db_url, "cold", policies=("thompson", "control"),
+                          salt="00c0ffee00c0ffee")
     running = await start_server()
     gate = threading.Event()
     builds: list[tuple[str, int]] = []
@@ -333,8 +335,10 @@ async def test_first_selects_wait_for_thompson_caches_built_beside_the_loop(
     kernel = running.server.registry.get("cold").policies[0].kernel
     assert kernel.propensity_version == 0  # built before any decision, no reward since
     cache = kernel.cached_propensities()
-    expected = [cache[ARMS.index(r.arm)] for r in replies]
-    assert np.array_equal([r.propensity for r in replies], expected)
+    thompson = [r for r in replies if r.policy == "thompson"]
+    assert thompson
+    expected = [cache[ARMS.index(r.arm)] for r in thompson]
+    assert np.array_equal([r.propensity for r in thompson], expected)
 
 
 async def test_select_batch_waits_for_a_cold_experiment_too(migrated_db_url, start_server):
@@ -358,7 +362,7 @@ async def test_an_edited_experiment_keeps_its_cache_and_builds_none(
     from server.experiment_store import update_settings
     from server.registry import ExperimentRuntime
 
-    await make_experiment(migrated_db_url, "ramp", policies=("thompson",))
+    await make_experiment(migrated_db_url, "ramp", policies=("thompson", "control"))
     running = await start_server()
     builds: list[str] = []
     build = ExperimentRuntime._build_caches

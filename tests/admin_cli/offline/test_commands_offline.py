@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 from click.testing import CliRunner
 
-from admin_cli.cli_support import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_USAGE
+from admin_cli.cli_support import EXIT_NOT_FOUND, EXIT_USAGE
 from admin_cli.commands_offline import evaluate_command, load_movielens_command, replay_command
 from tests.admin_cli.offline.logged_fixtures import write_logged_experiment
 from tests.admin_cli.offline.movielens_fixtures import make_fixture, write_csv, write_recbole
@@ -97,7 +97,7 @@ def test_a_malformed_file_fails_and_loads_nothing(cli_db, movielens_dir):
     lines[5] = "1,2,lots,100"
     ratings.write_text("\n".join(lines) + "\n")
     result = invoke(load_movielens_command, str(movielens_dir), "--database-url", cli_db)
-    assert result.exit_code == EXIT_FAILED
+    assert result.exit_code == EXIT_USAGE
     assert f"{ratings}, line 6: expected a number for rating, got 'lots'" in result.output
     assert asyncio.run(_fetchval(cli_db, "SELECT count(*) FROM movielens_datasets")) == 0
 
@@ -125,7 +125,7 @@ def test_a_malformed_file_fails_and_loads_nothing(cli_db, movielens_dir):
         (("replay", "--path", "/does/not/exist"), EXIT_USAGE, "does not exist"),
         (("load-movielens", "{src}", "--dataset", "bad name"), EXIT_USAGE, "dataset name"),
         (("load-movielens", "/does/not/exist"), EXIT_USAGE, "does not exist"),
-        (("load-movielens", "{src}/movies.csv"), EXIT_FAILED, "not the movie file"),
+        (("load-movielens", "{src}/movies.csv"), EXIT_USAGE, "not the movie file"),
         (("evaluate", "e", "--policies", "greedy,oracle"), EXIT_USAGE, "unknown policy 'oracle'"),
         (("evaluate", "e", "--confidence", "1.5"), EXIT_USAGE, "--confidence"),
     ],
