@@ -6,9 +6,17 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 SOURCES := pyproject.toml setup.py $(wildcard core_ext/*.pyx core_ext/*.pxd proto/banditd/v1/*.proto)
+# `make serve & make demo` starts two makes that both find .venv missing: the build
+# runs under this lock, and the make that waited finds it done (the inner make
+# re-reads the stamps once it holds the lock).
+BUILD_LOCK := .venv.lock
 
 .PHONY: serve test bench demo services lint clean
 
+ifeq ($(BUILD_LOCKED),)
+$(VENV)/.test-installed $(VENV)/.bench-installed: $(SOURCES)
+	@flock $(BUILD_LOCK) $(MAKE) --no-print-directory BUILD_LOCKED=1 $@
+else
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
@@ -20,6 +28,7 @@ $(VENV)/.test-installed: $(BIN)/python $(SOURCES)
 $(VENV)/.bench-installed: $(VENV)/.test-installed
 	$(BIN)/pip install -q -e '.[bench]'
 	touch $@
+endif
 
 ## serve: start banditd on the embedded PostgreSQL (./.banditd) with a demo experiment
 serve: $(VENV)/.test-installed
@@ -34,7 +43,7 @@ test: $(VENV)/.test-installed services
 bench: $(VENV)/.bench-installed services
 	$(BIN)/python -m benchmarks --short
 
-## demo: simulated MovieLens users against the server from `make serve`
+## demo: simulated MovieLens users against the server from `make serve` (waits for it)
 demo: $(VENV)/.test-installed
 	$(BIN)/banditctl demo
 
@@ -45,4 +54,4 @@ lint: $(VENV)/.test-installed
 	$(BIN)/ruff check .
 
 clean:
-	rm -rf build *.egg-info core_ext/*.c core_ext/*.so banditd/v1/*_pb2*.py* benchmarks/results/*.json benchmarks/results/*.png
+	rm -rf banditd-results build *.egg-info core_ext/*.c core_ext/*.so banditd/v1/*_pb2*.py* benchmarks/results/*.json benchmarks/results/*.png

@@ -14,9 +14,11 @@ from admin_cli.cli_support import (
     RESULTS_DIR,
     CliError,
     database_options,
+    err_console,
     print_table,
     run,
 )
+from server.demo import DEMO_ID
 
 
 def _find_movielens(path: str | None) -> Path:
@@ -35,7 +37,9 @@ def _find_movielens(path: str | None) -> Path:
     return found
 
 
-async def _ensure_experiment(db, experiment_id: str, arms: tuple[str, ...]) -> None:
+async def _experiment_arms(db, experiment_id: str, new_arms: tuple[str, ...]) -> tuple[str, ...]:
+    """The arms of the running experiment ``experiment_id``, created with ``new_arms``
+    when it does not exist."""
     from server.experiment import ExperimentSpec
     from server.experiment_store import (
         ExperimentNotFound,
@@ -49,23 +53,19 @@ async def _ensure_experiment(db, experiment_id: str, arms: tuple[str, ...]) -> N
             experiment = await get_experiment(conn, experiment_id)
         except ExperimentNotFound:
             spec = ExperimentSpec(
-                id=experiment_id, name="MovieLens demo", arms=arms,
+                id=experiment_id, name="MovieLens demo", arms=new_arms,
                 policies=("thompson", "egreedy", "ucb", "control"), reward_window_seconds=3600,
                 notes="created by `banditctl demo`",
             )
             await create_experiment(conn, spec, actor="demo")
             await change_status(conn, experiment_id, "start", actor="demo")
-            return
-        if experiment.spec.arms != arms:
-            raise CliError(
-                f"experiment {experiment_id!r} exists with other arms; pass --experiment-id",
-                EXIT_USAGE,
-            )
-        if experiment.status != "running":
-            raise CliError(
-                f"experiment {experiment_id!r} is {experiment.status}; pass a new "
-                "--experiment-id to start a fresh demo", EXIT_USAGE,
-            )
+            return new_arms
+    if experiment.status != "running":
+        raise CliError(
+            f"experiment {experiment_id!r} is {experiment.status}; pass a new "
+            "--experiment-id to start a fresh demo", EXIT_USAGE,
+        )
+    return experiment.spec.arms
 
 
 @click.command("demo")
@@ -73,27 +73,41 @@ async def _ensure_experiment(db, experiment_id: str, arms: tuple[str, ...]) -> N
               show_default=True, help="banditd gRPC address (from `make serve`).")
 @click.option("--seconds", default=60.0, show_default=True, type=click.FloatRange(1, 86_400),
               help="How long to simulate users.")
+@click.option("--wait", "wait_seconds", default=300.0, show_default=True,
+              type=click.FloatRange(0, 3600),
+              help="How long to wait for the server to report SERVING (`make serve` builds "
+                   "first on a fresh clone).")
 @click.option("--movielens", "movielens_path", default=None,
               help="MovieLens data (default: $BANDITD_MOVIELENS, ../shared/data/ml-100k, "
                    "else ml-100k fetched once from the recbole wheel on PyPI).")
 @click.option("--arms", "n_arms", default=10, show_default=True, type=click.IntRange(2, 1000),
-              help="Arms = this many most-rated movies.")
+              help="Arms of a new experiment = this many most-rated movies (an existing "
+                   "experiment keeps its own).")
 @click.option("--threshold", default=4.0, show_default=True, type=float,
               help="A rating at or above this is a reward of 1.")
 @click.option("--concurrency", default=8, show_default=True, type=click.IntRange(1, 256),
               help="Simulated users in flight at once.")
-@click.option("--experiment-id", default="movielens-demo", show_default=True)
+@click.option("--experiment-id", default=DEMO_ID, show_default=True,
+              help="The experiment to drive (created when it does not exist).")
 @click.option("--out", "out_path", default=f"{RESULTS_DIR}/demo.png", show_default=True,
               type=click.Path(dir_okay=False, path_type=Path), help="Where to write the PNG.")
 @click.option("--seed", type=int, default=None, help="Seed for the simulated users.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @database_options
-def demo_command(address, seconds, movielens_path, n_arms, threshold, concurrency,
-                 experiment_id, out_path, seed, as_json, db) -> None:
+def demo_command(address, seconds, wait_seconds, movielens_path, n_arms, threshold,
+                 concurrency, experiment_id, out_path, seed, as_json, db) -> None:
     """Simulate MovieLens users against a running banditd and watch the policies learn."""
     from rich.live import Live
 
-    from admin_cli.demo import DemoStats, build_users, drive, plot, render
+    from admin_cli.demo import (
+        DemoStats,
+        build_users,
+        drive,
+        plot,
+        render,
+        top_movie_arms,
+        wait_until_serving,
+    )
     from admin_cli.offline.movielens import MovieLensFormatError, read_movielens
 
     path = _find_movielens(movielens_path)
@@ -101,10 +115,18 @@ def demo_command(address, seconds, movielens_path, n_arms, threshold, concurrenc
         data = read_movielens(path)
     except MovieLensFormatError as exc:
         raise CliError(str(exc), EXIT_USAGE) from exc
-    users = build_users(data, n_arms, threshold)
+    if not as_json:
+        err_console.print(f"waiting for banditd at {address} (`make serve` starts it) ...")
+    if not asyncio.run(wait_until_serving(address, wait_seconds)):
+        raise CliError(f"no banditd is serving at {address} after {wait_seconds:g} s: "
+                       "is `make serve` running? (or pass --address HOST:PORT)")
+    arms = run(_experiment_arms(db, experiment_id, top_movie_arms(data, n_arms)))
+    try:
+        users = build_users(data, arms, threshold)
+    except ValueError as exc:
+        raise CliError(f"{path}: {exc}", EXIT_USAGE) from exc
     if not users.users:
-        raise CliError(f"no user in {path} rated two of the top {n_arms} movies", EXIT_USAGE)
-    run(_ensure_experiment(db, experiment_id, users.arms))
+        raise CliError(f"no user in {path} rated two of the top {len(arms)} movies", EXIT_USAGE)
 
     stats = DemoStats()
 
@@ -116,10 +138,11 @@ def demo_command(address, seconds, movielens_path, n_arms, threshold, concurrenc
         if as_json:
             await task
             return
-        with Live(render(stats, experiment_id, seconds), refresh_per_second=4) as live:
+        with Live(render(stats, experiment_id, seconds, users.titles), refresh_per_second=4,
+                  console=err_console) as live:
             while not task.done():
                 await asyncio.sleep(0.25)
-                live.update(render(stats, experiment_id, seconds))
+                live.update(render(stats, experiment_id, seconds, users.titles))
         await task
 
     asyncio.run(simulate())
@@ -139,3 +162,5 @@ def demo_command(address, seconds, movielens_path, n_arms, threshold, concurrenc
           f"{s['cumulative_reward']:.0f}") for p, s in summary["policies"].items()),
     )
     click.echo(f"plot: {image}")
+    click.echo(f"next: banditctl experiment summary {experiment_id}; "
+               f"banditctl decide {experiment_id}")

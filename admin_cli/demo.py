@@ -1,11 +1,13 @@
 """``banditctl demo``: simulated MovieLens users against a running banditd.
 
-The demo creates (once) an experiment whose arms are the N most-rated movies of
-a MovieLens dataset, with Thompson sampling, ε-greedy, UCB1 and a uniform
-control splitting the users. Simulated users are real MovieLens users: each
-step picks a user at random, offers as candidates the arms that user rated
-(``candidate_arms``), and rewards the chosen movie with 1 when the user's real
-rating is at least ``threshold`` (default 4), else 0. A live terminal view shows
+The demo drives a running experiment — by default ``demo``, the one
+``banditd serve --create-demo`` (``make serve``) starts — or creates one, with
+Thompson sampling, ε-greedy, UCB1 and a uniform control splitting the users. The
+experiment's i-th arm stands for the i-th most-rated movie of a MovieLens dataset.
+Simulated users are real MovieLens users: each step picks a user at random,
+offers as candidates the arms that user rated (``candidate_arms``), and rewards
+the chosen movie with 1 when the user's real rating is at least ``threshold``
+(default 4), else 0. A live terminal view shows
 decisions/s, each policy's reward rate and the arm shares; at the end the demo
 prints a summary and writes a PNG of cumulative reward per policy.
 """
@@ -30,36 +32,84 @@ POLICIES = ("thompson", "egreedy", "ucb", "control")
 
 @dataclass(frozen=True, slots=True)
 class DemoUsers:
-    """Users with the arms they rated and whether they liked each."""
+    """Users with the arms they rated and whether they liked each.
+
+    Attributes:
+        arms: the experiment's arms; arm i stands for the i-th most-rated movie.
+        titles: the movie behind each arm.
+        users: user ids (``ml-<MovieLens user id>``) who rated at least two arms.
+        rated: the arms each user rated (their candidates).
+        liked: 1.0 when the user's rating of the arm's movie reaches the threshold.
+    """
 
     arms: tuple[str, ...]
+    titles: dict[str, str]
     users: tuple[str, ...]
     rated: dict[str, tuple[str, ...]]
     liked: dict[tuple[str, str], float]
 
 
-def build_users(data, n_arms: int, threshold: float, min_rated: int = 2) -> DemoUsers:
-    """Arms = the ``n_arms`` most-rated movies; users = those who rated ≥ ``min_rated``."""
+def top_movie_arms(data, n_arms: int) -> tuple[str, ...]:
+    """Arm names for a new demo experiment: ``<movie id>:<title>`` of the ``n_arms``
+    most-rated movies, most-rated first."""
+    titles = _titles(data)
+    return tuple(f"{m}:{titles.get(m, 'movie')}"[:64] for m in _most_rated(data, n_arms))
+
+
+def _titles(data) -> dict[int, str]:
+    return {m.movie_id: m.title for m in data.movies or ()}
+
+
+def _most_rated(data, n: int) -> list[int]:
+    movie_ids, counts = np.unique(data.ratings.movie_id, return_counts=True)
+    return [int(m) for m in movie_ids[np.argsort(-counts, kind="stable")[:n]]]
+
+
+def build_users(data, arms: tuple[str, ...], threshold: float, min_rated: int = 2) -> DemoUsers:
+    """Arm i = the i-th most-rated movie, whatever the arm is called (so the demo drives
+    the ``demo`` experiment of ``banditd serve --create-demo`` as well as one it made);
+    users = those who rated at least ``min_rated`` of these movies."""
     ratings = data.ratings
-    movie_ids, counts = np.unique(ratings.movie_id, return_counts=True)
-    top = movie_ids[np.argsort(-counts, kind="stable")[:n_arms]]
-    titles = {m.movie_id: m.title for m in data.movies or ()}
-    names = {int(m): f"{int(m)}:{titles.get(int(m), 'movie')}"[:64] for m in top}
+    top = _most_rated(data, len(arms))
+    if len(top) < len(arms):
+        raise ValueError(f"the data has {len(top)} movies, the experiment {len(arms)} arms")
+    arm_of = dict(zip(top, arms, strict=True))
+    movie_titles = _titles(data)
     mask = np.isin(ratings.movie_id, top)
     rated: dict[str, list[str]] = defaultdict(list)
     liked: dict[tuple[str, str], float] = {}
     for user, movie, rating in zip(ratings.user_id[mask], ratings.movie_id[mask],
                                    ratings.rating[mask], strict=True):
-        user_key, arm = f"ml-{int(user)}", names[int(movie)]
+        user_key, arm = f"ml-{int(user)}", arm_of[int(movie)]
         rated[user_key].append(arm)
         liked[(user_key, arm)] = 1.0 if rating >= threshold else 0.0
-    users = tuple(sorted(u for u, arms in rated.items() if len(arms) >= min_rated))
+    users = tuple(sorted(u for u, rated_arms in rated.items() if len(rated_arms) >= min_rated))
     return DemoUsers(
-        arms=tuple(names[int(m)] for m in top),
+        arms=tuple(arms),
+        titles={arm: movie_titles.get(m, f"movie {m}") for m, arm in arm_of.items()},
         users=users,
         rated={u: tuple(rated[u]) for u in users},
         liked=liked,
     )
+
+
+async def wait_until_serving(address: str, timeout: float) -> bool:
+    """True once ``address`` answers SERVING on ``grpc.health.v1``, False after ``timeout``."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    deadline = time.monotonic() + timeout
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            try:
+                reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return True
+            except grpc.aio.AioRpcError:
+                pass  # not up yet, or still loading
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.5)
 
 
 @dataclass
@@ -132,8 +182,9 @@ async def drive(address: str, experiment_id: str, users: DemoUsers, seconds: flo
         await asyncio.gather(*(user_loop() for _ in range(concurrency)))
 
 
-def render(stats: DemoStats, experiment_id: str, seconds: float):
-    """The live view: throughput, reward rate per policy, top arm shares."""
+def render(stats: DemoStats, experiment_id: str, seconds: float, titles: dict[str, str]):
+    """The live view: throughput, reward rate per policy, top arm shares (with the movie
+    behind each arm)."""
     from rich.console import Group
     from rich.table import Table
 
@@ -152,9 +203,10 @@ def render(stats: DemoStats, experiment_id: str, seconds: float):
                          f"{stats.reward_by_policy[policy]:.0f}")
     arms = Table(title="arm shares (top 10)", header_style="bold")
     arms.add_column("arm")
+    arms.add_column("movie")
     arms.add_column("share")
     for arm, n in stats.arm_counts.most_common(10):
-        arms.add_row(arm, f"{n / stats.decisions:.1%}")
+        arms.add_row(arm, titles.get(arm, ""), f"{n / stats.decisions:.1%}")
     return Group(head, policies, arms)
 
 

@@ -57,7 +57,8 @@ async def test_policy_updates_are_logged_to_app_log(migrated_db_url, start_serve
         text = (tmp_path / "app.log").read_text()
     finally:
         logs.configure(None, console=False)
-    assert f"Policy {decision.policy} updated experiment=exp arm={decision.arm} pulls=1 mean=1.0000" in text
+    assert (f"Policy {decision.policy} updated experiment=exp arm={decision.arm} pulls=1 "
+            "mean=1.0000") in text
 
 
 async def test_health_goes_not_serving_while_draining(migrated_db_url, start_server):
