@@ -25,7 +25,7 @@ def _find_movielens(path: str | None) -> Path:
     from admin_cli.offline.ml100k import DatasetUnavailable, locate_ml100k
 
     try:
-        found = locate_ml100k(path, env="BANDITD_MOVIELENS")
+        found = locate_ml100k(path)
     except DatasetUnavailable as exc:
         raise CliError(str(exc), EXIT_USAGE) from exc
     if not found.exists():

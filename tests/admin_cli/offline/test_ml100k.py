@@ -9,7 +9,7 @@ from admin_cli.offline import ml100k
 
 
 def test_explicit_path_and_environment_come_first(tmp_path, monkeypatch):
-    monkeypatch.setenv("BANDITD_ML100K", str(tmp_path / "from-env"))
+    monkeypatch.setenv("BANDITD_MOVIELENS", str(tmp_path / "from-env"))
     assert ml100k.locate_ml100k(tmp_path / "given") == tmp_path / "given"
     assert ml100k.locate_ml100k() == tmp_path / "from-env"
 
@@ -17,7 +17,7 @@ def test_explicit_path_and_environment_come_first(tmp_path, monkeypatch):
 def test_cache_is_filled_from_the_wheel_once(tmp_path, monkeypatch):
     """Without a local copy the files are extracted from the recbole wheel; a second call
     uses the cache. The download itself is replaced by a wheel built here (no network)."""
-    monkeypatch.delenv("BANDITD_ML100K", raising=False)
+    monkeypatch.delenv("BANDITD_MOVIELENS", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setattr(ml100k, "LOCAL_COPIES", (tmp_path / "absent",))
     downloads = []
@@ -43,7 +43,7 @@ def test_cache_is_filled_from_the_wheel_once(tmp_path, monkeypatch):
 
 
 def test_failed_download_says_how_to_provide_the_data(tmp_path, monkeypatch):
-    monkeypatch.delenv("BANDITD_ML100K", raising=False)
+    monkeypatch.delenv("BANDITD_MOVIELENS", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setattr(ml100k, "LOCAL_COPIES", ())
 
@@ -51,5 +51,5 @@ def test_failed_download_says_how_to_provide_the_data(tmp_path, monkeypatch):
         returncode, stderr = 1, "no network"
 
     monkeypatch.setattr(ml100k.subprocess, "run", lambda *a, **k: Failed())
-    with pytest.raises(ml100k.DatasetUnavailable, match="set BANDITD_ML100K"):
+    with pytest.raises(ml100k.DatasetUnavailable, match="set BANDITD_MOVIELENS"):
         ml100k.locate_ml100k()
