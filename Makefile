@@ -45,7 +45,7 @@ bench: $(VENV)/.bench-installed services
 
 ## demo: simulated MovieLens users against the server from `make serve` (waits for it)
 demo: $(VENV)/.test-installed
-	$(BIN)/banditctl demo
+	$(BIN)/banditctl demo $(DEMO_ARGS)
 
 services:
 	@.ci/ensure-services
