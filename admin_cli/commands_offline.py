@@ -450,6 +450,11 @@ def evaluate_command(
     if as_json:
         echo_json(report.to_json())
         return
+    if logged.values.size == 0:
+        click.echo(f"{experiment_id} has no rewarded decisions yet: nothing to evaluate "
+                   "(run it for a while, or `banditctl demo --experiment-id "
+                   f"{experiment_id}`)")
+        return
     for message in report.warnings:
         warn(message)
     print_table(

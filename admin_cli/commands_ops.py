@@ -235,14 +235,12 @@ def _print_verdict(experiment_id: str, recommendation: str, data: dict) -> None:
     control = data["control"]
     click.echo(f"{experiment_id}: {recommendation.upper()} "
                f"(day {data['days']}, guardrails {data['guardrails']}, "
-               f"control {control['users']:.0f} users, mean {_fmt(control['mean'])} "
-               f"{_fmt_ci(control['mean_ci']['ci'])})")
+               f"control {control['users']:.0f} users, mean {_fmt_mean(control)})")
     rows = []
     for p in data["policies"]:
-        rel, mean_ci = p["relative_lift"], p["mean_ci"]["ci"]
+        rel = p["relative_lift"]
         level = f"{rel['level']:.1%}"
-        rows.append((p["policy"], f"{p['users']:.0f}",
-                     f"{_fmt(p['mean'])} {_fmt_ci(mean_ci)}",
+        rows.append((p["policy"], f"{p['users']:.0f}", _fmt_mean(p),
                      _fmt_pct(rel["estimate"]), _fmt_ci(rel["ci"], pct=True),
                      _fmt(p["p_value"], 3), level, p["recommendation"]))
     print_table(None, ("policy", "users", "reward mean [CI]", "relative lift",
@@ -254,6 +252,13 @@ def _print_verdict(experiment_id: str, recommendation: str, data: dict) -> None:
     srm = data["srm"]
     click.echo(f"sample-ratio mismatch: {'MISMATCH' if srm['flagged'] else 'none'} "
                f"(χ² p = {_fmt(srm['p_value'], 3)}, threshold {srm['threshold']:g})")
+
+
+def _fmt_mean(summary: dict) -> str:
+    """A policy's reward mean with its interval; "-" before its first reward."""
+    if not summary["observations"]:
+        return "-"
+    return f"{_fmt(summary['mean'])} {_fmt_ci(summary['mean_ci']['ci'])}"
 
 
 def _fmt_pct(value: float | None) -> str:

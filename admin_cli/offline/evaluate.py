@@ -516,7 +516,9 @@ def evaluate_experiment(
             else:
                 assert factory is not None
                 pulls = np.bincount(data.actions[learn], minlength=k).astype(np.float64)
-                reward_sum = np.bincount(data.actions[learn], weights=rewards[learn], minlength=k)
+                # astype: numpy's bincount of an empty fold is int64 even with float weights
+                reward_sum = np.bincount(data.actions[learn], weights=rewards[learn],
+                                         minlength=k).astype(np.float64)
                 seed = np.random.SeedSequence(config.seed, spawn_key=(f, zlib.crc32(cand.encode())))
                 kernel = factory(cand, pulls, reward_sum, seed)
 

@@ -398,7 +398,12 @@ def _compare(
         reasons.append("guardrails healthy, no sample-ratio mismatch")
     else:
         recommendation = "iterate"
-        if absolute.significant and direction != 0:
+        if min(treatment.rewards.n, control.rewards.n) == 0:
+            reasons.append(
+                f"nothing to compare yet: {treatment.name} has {treatment.rewards.n:.0f} "
+                f"rewarded users, {control.name} {control.rewards.n:.0f}"
+            )
+        elif absolute.significant and direction != 0:
             word = "better" if direction > 0 else "worse"
             reasons.append(f"significantly {word} than {control.name}: {effect}")
         else:
