@@ -306,8 +306,9 @@ async def _status_checks(db, redis_url: str | None, stale_after: float) -> list[
     def add(check: str, status: str, detail: str) -> None:
         checks.append({"check": check, "status": status, "detail": detail})
 
+    url = db.url  # no database here at all: exit code 5, like every other command
     try:
-        conn = await connect(db.url, timeout=5)
+        conn = await connect(url, timeout=5)
     except Exception as exc:  # any failure to connect is what this check reports
         add("database", "FAIL", f"unreachable: {exc}")
         return checks

@@ -96,3 +96,70 @@ def test_unreachable_database_exits_with_the_database_code():
         main, ["experiment", "list", "--database-url", "postgresql://postgres@127.0.0.1:1/x"])
     assert result.exit_code == EXIT_DATABASE
     assert "cannot reach PostgreSQL" in result.output
+
+
+CARELESS = [
+    (("--arms", "a"), "at least 2 arms to choose between, got 1"),
+    (("--arms", "a,b", "--policies", ""), "empty item in policies list"),
+    (("--arms", "a,b", "--policies", "thompson"), "have no 'control': add it"),
+    (("--arms", "a,b", "--traffic", "0"), r"traffic must be in (0, 1], got 0"),
+    (("--arms", "a,b", "--traffic", "1.5"), "traffic must be a share in (0, 1], got 1.5"),
+    (("--arms", "a,b", "--policies", "ucb,control", "--split", "0.5,0.6"),
+     "policy shares must sum to 1, got 1.100000 (ucb=0.5, control=0.6)"),
+    (("--arms", "a,b", "--policies", "ucb,control", "--split", "1,0"),
+     "policy control has a share of 0"),
+    (("--arms", "a,b", "--param", "egreedy.epsilon=1.5"), "egreedy parameters"),
+    (("--arms", "a,b", "--param", "ucb.c=-1"), "ucb parameters"),
+]
+
+
+@pytest.mark.parametrize("command", ["launch", "create"])
+@pytest.mark.parametrize(("args", "message"), CARELESS)
+def test_careless_input_is_refused_before_anything_is_created(banditctl, command, args,
+                                                              message):
+    """`launch` and `experiment create` share one validator: exit 2, the fix in the
+    message, and no experiment written."""
+    prefix = ("launch", "--name", "T") if command == "launch" else (
+        "experiment", "create", "t", "--name", "T")
+    result = banditctl(*prefix, *args)
+    assert result.exit_code == EXIT_USAGE, result.output
+    assert message in result.output
+    listed = banditctl("experiment", "list", "--json")
+    assert json.loads(listed.stdout) == []
+
+
+def test_traffic_set_to_zero_is_refused_and_changes_nothing(banditctl):
+    banditctl("experiment", "create", "t", "--name", "T", "--arms", "a,b", "--traffic", "0.4")
+    result = banditctl("experiment", "set", "t", "--traffic", "0")
+    assert result.exit_code == EXIT_USAGE
+    assert "traffic must be in (0, 1]" in result.output
+    shown = json.loads(banditctl("experiment", "show", "t", "--json").stdout)
+    assert shown["traffic_pct"] == 0.4
+
+
+def test_a_command_run_where_there_is_no_database_creates_none(tmp_path, monkeypatch):
+    """banditctl from the wrong directory says where it looked and how to point it at
+    the right database, instead of starting an empty embedded PostgreSQL there."""
+    from click.testing import CliRunner
+
+    from admin_cli.cli_support import EXIT_DATABASE
+    from admin_cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("BANDITD_DATABASE_URL", raising=False)
+    monkeypatch.delenv("BANDITD_DATA_DIR", raising=False)
+    for args in (("experiment", "list"), ("decide", "demo"), ("status",),
+                 ("launch", "--name", "T", "--arms", "a,b")):
+        result = CliRunner().invoke(main, list(args))
+        assert result.exit_code == EXIT_DATABASE, (args, result.output)
+        assert f"no banditd database under {tmp_path / '.banditd'}" in result.output
+        assert "--data-dir DIR or --database-url URL" in result.output
+        assert list(tmp_path.iterdir()) == []
+
+
+def test_tables_keep_long_ids_whole_when_piped(banditctl):
+    """Not a terminal (a pipe, a file, this test): rich must not cut ids at 80 columns."""
+    long_id = "a-rather-long-experiment-id-that-would-be-cut-at-eighty-columns-" + "x" * 40
+    created = banditctl("experiment", "create", long_id, "--name", "Long", "--arms", "a,b")
+    assert created.exit_code == 0, created.output
+    assert long_id in banditctl("experiment", "list").stdout

@@ -182,3 +182,81 @@ async def test_a_serving_process_freezes_what_start_up_left_alive(migrated_db_ur
         gc.unfreeze()
         await serving.stop()
         await plain.stop()
+
+
+async def _health(address: str):
+    """The server's overall health status, or None when nothing answers."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    async with grpc.aio.insecure_channel(address) as channel:
+        try:
+            reply = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=1)
+        except grpc.aio.AioRpcError:
+            return None
+        return reply.status
+
+
+async def _forward(reader, writer, target_port: int) -> None:
+    """Copy bytes both ways between a client and PostgreSQL on ``target_port``."""
+    upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", target_port)
+
+    async def pipe(source, sink):
+        try:
+            while data := await source.read(65536):
+                sink.write(data)
+                await sink.drain()
+        finally:
+            sink.close()
+
+    await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer),
+                         return_exceptions=True)
+
+
+async def test_a_server_waits_for_a_database_that_comes_up_later(migrated_db_url,
+                                                                 server_process):
+    """The database's port opens seconds after the server starts (a deployment where
+    both start together): the server answers NOT_SERVING meanwhile, logs where it
+    connects, then serves."""
+    from urllib.parse import urlsplit
+
+    from grpc_health.v1 import health_pb2
+
+    from tests.conftest import free_port
+
+    db_port = free_port()
+    real = urlsplit(migrated_db_url)
+    late_url = real._replace(netloc=f"{real.username}@127.0.0.1:{db_port}").geturl()
+    proc = server_process(late_url, "--database-wait", "60")
+    deadline = asyncio.get_running_loop().time() + 30
+    while await _health(proc.address) != health_pb2.HealthCheckResponse.NOT_SERVING:
+        assert proc.proc.poll() is None, proc.stderr_path.read_text()
+        assert asyncio.get_running_loop().time() < deadline, "no NOT_SERVING while waiting"
+        await asyncio.sleep(0.1)
+    assert f"waiting for PostgreSQL at {late_url}: attempt 1 failed" in (
+        proc.stderr_path.read_text())
+    proxy = await asyncio.start_server(lambda r, w: _forward(r, w, real.port or 5432),
+                                       "127.0.0.1", db_port)
+    try:
+        while await _health(proc.address) != health_pb2.HealthCheckResponse.SERVING:
+            assert proc.proc.poll() is None, proc.stderr_path.read_text()
+            assert asyncio.get_running_loop().time() < deadline + 30, "never SERVING"
+            await asyncio.sleep(0.1)
+        # in a thread: the drain's last commits go through the proxy on this loop
+        assert await asyncio.to_thread(proc.terminate) == 0
+    finally:
+        proxy.close()
+    assert "Traceback" not in proc.stderr_path.read_text()
+
+
+def test_a_database_that_never_comes_up_is_one_line_and_exit_5(server_process):
+    from tests.conftest import free_port
+
+    url = f"postgresql://banditd:hunter2@127.0.0.1:{free_port()}/banditd"
+    proc = server_process(url, "--database-wait", "1")
+    assert proc.proc.wait(60) == 5
+    stderr = proc.stderr_path.read_text()
+    assert "Traceback" not in stderr and "hunter2" not in stderr
+    assert stderr.rstrip().splitlines()[-1].startswith(
+        "error: PostgreSQL at postgresql://banditd:***@127.0.0.1:")
+    assert "did not accept connections within 1 s" in stderr
