@@ -36,7 +36,7 @@ COLUMNS = (
 COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)   # signature, flags, no header extension
 COPY_TRAILER = b"\xff\xff"                         # field count -1
 
-cdef int16_t _FIELDS = 12
+cdef int16_t _FIELDS = len(COLUMNS)  # tests/server/test_decision_rows.py: = the table's
 cdef int32_t _TEXT_OID = 25
 cdef int64_t _PG_EPOCH_US = 946684800000000        # 2000-01-01T00:00:00Z in Unix microseconds
 cdef Py_ssize_t _KEEP_BYTES = 1 << 20               # capacity kept between flushes

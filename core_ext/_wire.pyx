@@ -36,6 +36,41 @@ class WireFormatError(ValueError):
     """The bytes are not a valid encoding of the expected message."""
 
 
+# Every field of every message this codec reads or writes: number -> (name, type,
+# label), in protobuf's descriptor terms. The parsers skip a field they do not know,
+# so a field added to decision.proto would be dropped without a word:
+# tests/core_ext/test_wire_contract.py fails unless this table and the generated
+# descriptors agree, and checks that each field here survives the codec.
+CODEC_FIELDS = {
+    "banditd.v1.SelectRequest": {
+        1: ("experiment_id", "string", "singular"),
+        2: ("user_id", "string", "singular"),
+        3: ("candidate_arms", "string", "repeated"),
+        4: ("context", "message", "repeated"),          # map<string, string>
+    },
+    "banditd.v1.SelectRequest.ContextEntry": {
+        1: ("key", "string", "singular"),
+        2: ("value", "string", "singular"),
+    },
+    "banditd.v1.SelectResponse": {
+        1: ("decision_id", "string", "singular"),
+        2: ("arm", "string", "singular"),
+        3: ("policy", "string", "singular"),
+        4: ("propensity", "double", "singular"),
+        5: ("served_by", "enum", "singular"),
+    },
+    "banditd.v1.RewardRequest": {
+        1: ("decision_id", "string", "singular"),
+        2: ("value", "double", "singular"),
+        3: ("event_time", "message", "singular"),       # google.protobuf.Timestamp
+    },
+    "google.protobuf.Timestamp": {
+        1: ("seconds", "int64", "singular"),
+        2: ("nanos", "int32", "singular"),
+    },
+}
+
+
 cdef enum:
     _VARINT = 0
     _FIXED64 = 1

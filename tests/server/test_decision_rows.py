@@ -132,3 +132,16 @@ def test_many_rows_grow_the_buffer_and_stay_in_order():
 def test_header_and_trailer_are_the_documented_signature():
     assert b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0) == COPY_HEADER
     assert struct.pack(">h", -1) == COPY_TRAILER
+
+
+async def test_the_rows_have_the_columns_of_the_migrated_table(db_conn):
+    """The C writer's column list is the ``decisions`` table's, in order: a migration
+    that adds a column fails here, not at the first COPY in production."""
+    from core_ext import DECISION_COLUMNS
+
+    table = await db_conn.fetch(
+        """SELECT column_name FROM information_schema.columns
+           WHERE table_schema = current_schema() AND table_name = 'decisions'
+           ORDER BY ordinal_position"""
+    )
+    assert DECISION_COLUMNS == tuple(r["column_name"] for r in table)
