@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from core_ext.policies import POLICY_NAMES, params_from_dict
+from server.experiment_settings import DecisionCriteria, GuardrailThresholds
 
 Status = Literal["draft", "running", "stopped", "rolled_back", "completed"]
 STATUSES: tuple[Status, ...] = ("draft", "running", "stopped", "rolled_back", "completed")
@@ -153,8 +154,7 @@ class ExperimentSpec:
         at least two arms to choose between, a control policy (the decision engine,
         the reward guardrail and off-policy evaluation all compare with it), every
         policy with a positive share, some traffic, and guardrail thresholds and
-        decision criteria that parse. Not on every load, so that the server never
-        imports the statistics stack (SciPy) it does not use.
+        decision criteria that parse.
         """
         _require(
             len(self.arms) >= 2,
@@ -176,9 +176,6 @@ class ExperimentSpec:
             "traffic must be in (0, 1], got 0: an experiment without traffic serves nobody "
             "(`banditctl experiment stop` takes users out of a running one)",
         )
-        from admin_cli.stats.decision import DecisionCriteria
-        from admin_cli.stats.guardrail_rules import GuardrailThresholds
-
         for what, parse, value in (
             ("guardrail thresholds", GuardrailThresholds.from_dict, self.guardrails),
             ("decision criteria", DecisionCriteria.from_dict, self.decision_criteria),

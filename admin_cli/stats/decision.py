@@ -40,8 +40,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
-from typing import Any, Literal, get_args
+from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 from admin_cli.stats._serialise import json_float
 from admin_cli.stats.intervals import Interval, reward_interval
@@ -57,83 +57,13 @@ from admin_cli.stats.sequential import (
 from admin_cli.stats.srm import SRMResult, srm_test
 from admin_cli.stats.sufficient import SampleStats, pool
 from admin_cli.stats.trend import TrendResult, daily_trend
+from server.experiment_settings import DecisionCriteria
 
 Recommendation = Literal["ship", "iterate", "kill"]
 GuardrailState = Literal["healthy", "degraded", "failing", "unknown"]
-Correction = Literal["bonferroni", "none"]
 
 # Days of traffic averaged for the "additional days" estimate.
 _TRAFFIC_WINDOW_DAYS = 7
-
-
-@dataclass(frozen=True, slots=True)
-class DecisionCriteria:
-    """Per-experiment decision criteria (the ``decision_criteria`` JSON column).
-
-    Attributes:
-        alpha: family-wise false-positive rate of the always-valid test.
-        mde_relative: minimum detectable (worth detecting) relative effect; sets the
-            mSPRT mixing variance τ² = (mde · x̄_C)² and the days-needed estimate.
-        min_users_per_policy: no ship/kill on significance before P and control each
-            have this many users (the plug-in variance and the delta method need it).
-        srm_p_threshold: SRM flag when the χ² p-value is below this.
-        power: power targeted by the additional-days estimate.
-        correction: multiple-comparison correction over the bandit policies.
-    """
-
-    alpha: float = 0.05
-    mde_relative: float = 0.05
-    min_users_per_policy: int = 1000
-    srm_p_threshold: float = 0.001
-    power: float = 0.8
-    correction: Correction = "bonferroni"
-
-    def __post_init__(self) -> None:
-        for name in ("alpha", "mde_relative", "srm_p_threshold", "power"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ValueError(f"{name} must be a number, got {value!r}")
-        if not 0 < self.alpha < 0.5:
-            raise ValueError(f"alpha must be in (0, 0.5), got {self.alpha!r}")
-        if not 0 < self.mde_relative <= 10:
-            raise ValueError(f"mde_relative must be in (0, 10], got {self.mde_relative!r}")
-        if not 0 < self.srm_p_threshold < 1:
-            raise ValueError(f"srm_p_threshold must be in (0, 1), got {self.srm_p_threshold!r}")
-        if not 0.5 <= self.power < 1:
-            raise ValueError(f"power must be in [0.5, 1), got {self.power!r}")
-        if isinstance(self.min_users_per_policy, bool) or not isinstance(
-            self.min_users_per_policy, int
-        ):
-            raise ValueError(
-                f"min_users_per_policy must be an integer, got {self.min_users_per_policy!r}"
-            )
-        if self.min_users_per_policy < 2:
-            raise ValueError(
-                f"min_users_per_policy must be >= 2, got {self.min_users_per_policy!r}"
-            )
-        if self.correction not in get_args(Correction):
-            raise ValueError(
-                f"correction must be one of {get_args(Correction)}, got {self.correction!r}"
-            )
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None) -> DecisionCriteria:
-        """Defaults overridden by ``data``; unknown keys and bad values raise ``ValueError``."""
-        if data is None:
-            return cls()
-        if not isinstance(data, Mapping):
-            raise ValueError(f"decision criteria must be a JSON object, got {data!r}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(
-                f"unknown decision criteria: {', '.join(unknown)}; "
-                f"expected {', '.join(sorted(known))}"
-            )
-        return cls(**dict(data))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 @dataclass(frozen=True, slots=True)

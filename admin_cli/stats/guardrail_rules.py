@@ -4,8 +4,8 @@ The guardrail job (``banditctl guardrails check``, and the scheduler every 5 min
 reads a sliding window from PostgreSQL and hands the numbers to these functions; they
 decide each check's status and whether to roll back. Nothing here touches the database.
 
-Runbook defaults (issue 4 §2), per experiment overridable through the ``guardrails``
-JSON column (see :meth:`GuardrailThresholds.from_dict`):
+Runbook defaults, per experiment overridable through the ``guardrails`` JSON column
+(see :meth:`server.experiment_settings.GuardrailThresholds.from_dict`):
 
     check            warning    critical
     error_rate       > 0.005    > 0.01
@@ -28,7 +28,7 @@ fewer than ``min_samples_per_arm`` observations (or a control with fewer) is not
 ≤ α regardless of sample size (the bound must clear 0.03 + z·SE), so the default
 α = 0.01 keeps noise well below the 3-consecutive-runs rollback rule.
 
-Rollback rule (issue 4 §3), :func:`rollback_decision`: roll back when in the latest run
+Rollback rule, :func:`rollback_decision`: roll back when in the latest run
 (1) two or more checks are critical, or (2) error_rate or p95_latency_ms is critical, or
 (3) one check has been critical in each of the last N runs (default N = 3).
 
@@ -42,7 +42,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import Literal, get_args
 
 import numpy as np
 from scipy import stats as sps
@@ -50,186 +50,14 @@ from scipy import stats as sps
 from admin_cli.stats._serialise import json_float
 from admin_cli.stats.intervals import relative_lift_variance
 from admin_cli.stats.sufficient import SampleStats
+from server.experiment_settings import (
+    CheckName,
+    GuardrailThresholds,
+    Status,
+)
 
-CheckName = Literal["error_rate", "p95_latency_ms", "arm_share", "reward_drop"]
-Status = Literal["ok", "warn", "critical", "insufficient_data"]
-CHECK_NAMES: tuple[CheckName, ...] = get_args(CheckName)
-
-# Allowed range of each check's thresholds (inclusive).
-_RANGES: dict[CheckName, tuple[float, float]] = {
-    "error_rate": (0.0, 1.0),
-    "p95_latency_ms": (0.0, math.inf),
-    "arm_share": (0.0, 1.0),
-    "reward_drop": (0.0, 1.0),
-}
 # Checks whose criticality alone triggers a rollback (rule 2).
 _IMMEDIATE: frozenset[str] = frozenset({"error_rate", "p95_latency_ms"})
-
-
-def _number(value: Any, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{what} must be a number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{what} must be finite, got {value!r}")
-    return value
-
-
-@dataclass(frozen=True, slots=True)
-class Threshold:
-    """Warning and critical levels of one check: breach when value > level."""
-
-    warning: float
-    critical: float
-
-    def __post_init__(self) -> None:
-        _number(self.warning, "warning threshold")
-        _number(self.critical, "critical threshold")
-        if self.warning > self.critical:
-            raise ValueError(
-                f"warning threshold {self.warning} must be <= critical threshold {self.critical}"
-            )
-
-    def classify(self, value: float | None) -> Status:
-        """Status of ``value``: > critical → critical; > warning → warn; else ok.
-
-        ``None`` or ``nan`` → insufficient_data. Equal to a threshold is not a breach.
-        """
-        if value is None or math.isnan(value):
-            return "insufficient_data"
-        if value > self.critical:
-            return "critical"
-        if value > self.warning:
-            return "warn"
-        return "ok"
-
-    def to_dict(self) -> dict[str, float]:
-        return {"warning": self.warning, "critical": self.critical}
-
-
-@dataclass(frozen=True, slots=True)
-class RewardDropTest:
-    """How the reward-drop check decides a drop is real.
-
-    Attributes:
-        alpha: one-sided error rate per run, split over the compared policies
-            (Bonferroni); the bound judged is the (1 − alpha/k) lower confidence bound.
-        min_samples_per_arm: a policy (and control) needs at least this many reward
-            observations to be judged.
-    """
-
-    alpha: float = 0.01
-    min_samples_per_arm: int = 1000
-
-    def __post_init__(self) -> None:
-        if not 0 < _number(self.alpha, "reward_drop_test.alpha") < 0.5:
-            raise ValueError(f"reward_drop_test.alpha must be in (0, 0.5), got {self.alpha!r}")
-        if isinstance(self.min_samples_per_arm, bool) or not isinstance(
-            self.min_samples_per_arm, int
-        ):
-            raise ValueError(
-                f"reward_drop_test.min_samples_per_arm must be an integer, "
-                f"got {self.min_samples_per_arm!r}"
-            )
-        if self.min_samples_per_arm < 2:
-            raise ValueError(
-                f"reward_drop_test.min_samples_per_arm must be >= 2, got {self.min_samples_per_arm}"
-            )
-
-    def to_dict(self) -> dict[str, float | int]:
-        return {"alpha": self.alpha, "min_samples_per_arm": self.min_samples_per_arm}
-
-
-@dataclass(frozen=True, slots=True)
-class GuardrailThresholds:
-    """Per-experiment guardrail configuration (runbook defaults).
-
-    JSON form (every key optional; missing keys keep the default)::
-
-        {"error_rate": {"warning": 0.005, "critical": 0.01},
-         "p95_latency_ms": {"warning": 100, "critical": 120},
-         "arm_share": {"warning": 0.4, "critical": 0.5},
-         "reward_drop": {"warning": 0.03, "critical": 0.05},
-         "reward_drop_test": {"alpha": 0.01, "min_samples_per_arm": 1000}}
-    """
-
-    error_rate: Threshold = field(default_factory=lambda: Threshold(0.005, 0.01))
-    p95_latency_ms: Threshold = field(default_factory=lambda: Threshold(100.0, 120.0))
-    arm_share: Threshold = field(default_factory=lambda: Threshold(0.40, 0.50))
-    reward_drop: Threshold = field(default_factory=lambda: Threshold(0.03, 0.05))
-    reward_drop_test: RewardDropTest = field(default_factory=RewardDropTest)
-
-    def __post_init__(self) -> None:
-        for name in CHECK_NAMES:
-            threshold = getattr(self, name)
-            if not isinstance(threshold, Threshold):
-                raise ValueError(f"{name} must be a Threshold, got {threshold!r}")
-            lo, hi = _RANGES[name]
-            for level in ("warning", "critical"):
-                value = getattr(threshold, level)
-                if not lo <= value <= hi:
-                    raise ValueError(f"{name}.{level} must be in [{lo}, {hi}], got {value!r}")
-
-    def for_check(self, name: CheckName) -> Threshold:
-        if name not in CHECK_NAMES:
-            raise ValueError(f"unknown check {name!r}; expected one of {', '.join(CHECK_NAMES)}")
-        return getattr(self, name)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None) -> GuardrailThresholds:
-        """Defaults overridden by ``data`` (the experiment's ``guardrails`` JSON).
-
-        Raises ``ValueError`` naming the offending key on unknown keys, non-numbers,
-        out-of-range values or warning > critical.
-        """
-        if data is None:
-            return cls()
-        if not isinstance(data, Mapping):
-            raise ValueError(f"guardrail thresholds must be a JSON object, got {data!r}")
-        defaults = cls()
-        unknown = sorted(set(data) - {*CHECK_NAMES, "reward_drop_test"})
-        if unknown:
-            raise ValueError(
-                f"unknown guardrail keys: {', '.join(unknown)}; expected "
-                f"{', '.join((*CHECK_NAMES, 'reward_drop_test'))}"
-            )
-        kwargs: dict[str, Any] = {}
-        for name in CHECK_NAMES:
-            if name not in data:
-                continue
-            override = data[name]
-            if not isinstance(override, Mapping):
-                raise ValueError(
-                    f"{name} must be an object with warning/critical, got {override!r}"
-                )
-            bad = sorted(set(override) - {"warning", "critical"})
-            if bad:
-                raise ValueError(f"unknown keys in {name}: {', '.join(bad)}")
-            base = defaults.for_check(name)
-            kwargs[name] = Threshold(
-                _number(override.get("warning", base.warning), f"{name}.warning"),
-                _number(override.get("critical", base.critical), f"{name}.critical"),
-            )
-        if "reward_drop_test" in data:
-            override = data["reward_drop_test"]
-            if not isinstance(override, Mapping):
-                raise ValueError(f"reward_drop_test must be an object, got {override!r}")
-            bad = sorted(set(override) - {"alpha", "min_samples_per_arm"})
-            if bad:
-                raise ValueError(f"unknown keys in reward_drop_test: {', '.join(bad)}")
-            base_test = defaults.reward_drop_test
-            kwargs["reward_drop_test"] = RewardDropTest(
-                override.get("alpha", base_test.alpha),
-                override.get("min_samples_per_arm", base_test.min_samples_per_arm),
-            )
-        return cls(**kwargs)
-
-    def to_dict(self) -> dict[str, dict[str, float | int]]:
-        out: dict[str, dict[str, float | int]] = {
-            name: self.for_check(name).to_dict() for name in CHECK_NAMES
-        }
-        out["reward_drop_test"] = self.reward_drop_test.to_dict()
-        return out
 
 
 @dataclass(frozen=True, slots=True)

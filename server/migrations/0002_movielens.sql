@@ -4,6 +4,11 @@
 -- version, never a mix. There are no foreign keys from the ratings and movies to
 -- movielens_datasets on purpose: an RI trigger queues one event per COPYed row
 -- (25 million for ml-25m); the loader's transaction keeps the three tables consistent.
+--
+-- Only banditctl's offline tools read these tables; the server never does. They are in
+-- the server's migration sequence anyway because a deployment has one database and one
+-- schema version: `banditctl migrate` brings all of it to the version every server and
+-- banditctl checks for, and a second, offline-only sequence could drift from it.
 
 CREATE TABLE IF NOT EXISTS movielens_datasets (
     name           text PRIMARY KEY CHECK (name ~ '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$'),

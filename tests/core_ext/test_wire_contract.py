@@ -5,11 +5,11 @@ by being skipped."""
 from __future__ import annotations
 
 import pytest
+from core_ext._wire import CODEC_FIELDS
 from google.protobuf.descriptor import FieldDescriptor
 
 from banditd.v1 import decision_pb2 as pb
 from core_ext import parse_reward_request, parse_select_request, select_response
-from core_ext._wire import CODEC_FIELDS
 
 TYPE_NAMES = {
     FieldDescriptor.TYPE_DOUBLE: "double", FieldDescriptor.TYPE_INT64: "int64",

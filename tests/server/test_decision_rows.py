@@ -144,4 +144,4 @@ async def test_the_rows_have_the_columns_of_the_migrated_table(db_conn):
            WHERE table_schema = current_schema() AND table_name = 'decisions'
            ORDER BY ordinal_position"""
     )
-    assert DECISION_COLUMNS == tuple(r["column_name"] for r in table)
+    assert tuple(r["column_name"] for r in table) == DECISION_COLUMNS

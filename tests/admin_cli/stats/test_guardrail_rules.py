@@ -11,11 +11,8 @@ import pytest
 from scipy import stats as sps
 
 from admin_cli.stats.guardrail_rules import (
-    CHECK_NAMES,
     CheckResult,
     GuardrailInputs,
-    GuardrailThresholds,
-    Threshold,
     check_arm_share,
     check_error_rate,
     check_p95_latency,
@@ -26,6 +23,7 @@ from admin_cli.stats.guardrail_rules import (
     run_checks,
 )
 from admin_cli.stats.sufficient import SampleStats
+from server.experiment_settings import CHECK_NAMES, GuardrailThresholds, Threshold
 
 DEFAULTS = GuardrailThresholds()
 
