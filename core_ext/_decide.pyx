@@ -65,7 +65,7 @@ cdef class Decider:
     cdef tuple _policy_names
     cdef tuple _served_by_names
 
-    def __init__(self, DecisionSigner signer not None, uint32_t experiment_key,
+    def __init__(self, *, DecisionSigner signer not None, uint32_t experiment_key,
                  bytes hash_prefix not None, uint64_t traffic_threshold,
                  bytes policy_table not None, tuple slots not None, tuple default not None,
                  uint8_t outside, uint8_t not_serving, double serving_from,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal, TypeAlias, get_args
 
 import numpy as np
 
@@ -30,8 +30,11 @@ from core_ext import (
     UCB1Policy,
 )
 
+# The one list of policy names. Its order is each policy's wire code (the policy byte
+# of a decision id, ``POLICY_CODES``): a new policy goes at the end, none is reordered.
 PolicyName: TypeAlias = Literal["thompson", "ucb", "egreedy", "control"]
-POLICY_NAMES: tuple[PolicyName, ...] = ("thompson", "ucb", "egreedy", "control")
+POLICY_NAMES: tuple[PolicyName, ...] = get_args(PolicyName)
+POLICY_CODES: dict[str, int] = {name: code for code, name in enumerate(POLICY_NAMES)}
 
 
 def _finite(name: str, value: object) -> float:
@@ -98,12 +101,9 @@ class ControlParams:
 
 PolicyParams: TypeAlias = ThompsonParams | UCBParams | EpsilonGreedyParams | ControlParams
 
-PARAMS_TYPES: dict[str, type] = {
-    "thompson": ThompsonParams,
-    "ucb": UCBParams,
-    "egreedy": EpsilonGreedyParams,
-    "control": ControlParams,
-}
+PARAMS_TYPES: dict[str, type] = dict(zip(
+    POLICY_NAMES, (ThompsonParams, UCBParams, EpsilonGreedyParams, ControlParams), strict=True
+))
 
 
 def _check_name(name: str) -> None:
@@ -266,6 +266,7 @@ def get_policy(
 
 __all__ = [
     "PARAMS_TYPES",
+    "POLICY_CODES",
     "POLICY_NAMES",
     "ControlParams",
     "Decision",

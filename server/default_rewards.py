@@ -20,7 +20,8 @@ import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
 
-from server.registry import POLICY_BY_CODE, POLICY_CODES, Registry
+from core_ext.policies import POLICY_CODES
+from server.registry import POLICY_BY_CODE, Registry
 from server.reward_commit import (
     PendingReward,
     RewardCommitter,

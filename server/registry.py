@@ -18,19 +18,22 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from banditd.v1 import decision_pb2
 from core_ext import Decider, DecisionRows, DecisionSigner, Rng
-from core_ext.policies import make_kernel
+from core_ext.policies import POLICY_CODES, make_kernel
 from server.assignment import SEPARATOR, policy_table, traffic_threshold
 from server.experiment import DEFAULT_POLICY, Experiment
 
-# Stable wire codes of policies and of served_by, as encoded in decision ids.
-POLICY_CODES = {"thompson": 0, "ucb": 1, "egreedy": 2, "control": 3}
+# Wire codes, as encoded in decision ids: policies from core_ext's policy table,
+# served_by from the ServedBy enum of decision.proto.
 POLICY_BY_CODE = {code: name for name, code in POLICY_CODES.items()}
-SERVED_BY_NAMES = {1: "POLICY", 2: "CONTROL", 3: "OUTSIDE_TRAFFIC", 4: "EXPERIMENT_STOPPED",
-                   5: "ROLLED_BACK"}
-POLICY, CONTROL, OUTSIDE_TRAFFIC, EXPERIMENT_STOPPED, ROLLED_BACK = 1, 2, 3, 4, 5
+SERVED_BY_NAMES = {v.number: v.name for v in decision_pb2.ServedBy.DESCRIPTOR.values if v.number}
+POLICY, CONTROL, OUTSIDE_TRAFFIC, EXPERIMENT_STOPPED, ROLLED_BACK = (
+    decision_pb2.POLICY, decision_pb2.CONTROL, decision_pb2.OUTSIDE_TRAFFIC,
+    decision_pb2.EXPERIMENT_STOPPED, decision_pb2.ROLLED_BACK)
 # The same names indexed by code, for the decider's log rows (code 0 is unused).
-SERVED_BY_CODE_NAMES = ("", *(SERVED_BY_NAMES[code] for code in range(1, 6)))
+SERVED_BY_CODE_NAMES = tuple(SERVED_BY_NAMES.get(code, "")
+                             for code in range(max(SERVED_BY_NAMES) + 1))
 # Decisions that belong to the experiment and teach its policies.
 LEARNING_SERVED_BY = frozenset((POLICY, CONTROL))
 
@@ -180,21 +183,21 @@ class ExperimentRuntime:
             if running else math.inf
         )
         self.decider = Decider(
-            signer,
-            experiment.key,
-            spec.salt.encode("ascii") + SEPARATOR,
-            traffic_threshold(spec.traffic_pct),
-            policy_table(spec.policy_split),
-            tuple((p.kernel, p.code, p.served_by) for p in self.policies),
-            (self.default_policy.kernel, self.default_policy.code),
-            OUTSIDE_TRAFFIC,
-            ROLLED_BACK if experiment.status == "rolled_back" else EXPERIMENT_STOPPED,
-            serving_from,
-            experiment.end_at.timestamp() if experiment.end_at else math.inf,
-            rows,
-            self.arms,
-            tuple(p.name for p in self.slot_policies),
-            SERVED_BY_CODE_NAMES,
+            signer=signer,
+            experiment_key=experiment.key,
+            hash_prefix=spec.salt.encode("ascii") + SEPARATOR,
+            traffic_threshold=traffic_threshold(spec.traffic_pct),
+            policy_table=policy_table(spec.policy_split),
+            slots=tuple((p.kernel, p.code, p.served_by) for p in self.policies),
+            default=(self.default_policy.kernel, self.default_policy.code),
+            outside=OUTSIDE_TRAFFIC,
+            not_serving=ROLLED_BACK if experiment.status == "rolled_back" else EXPERIMENT_STOPPED,
+            serving_from=serving_from,
+            serving_until=experiment.end_at.timestamp() if experiment.end_at else math.inf,
+            rows=rows,
+            arms=self.arms,
+            policy_names=tuple(p.name for p in self.slot_policies),
+            served_by_names=SERVED_BY_CODE_NAMES,
         )
 
     async def warm(self) -> None:

@@ -122,3 +122,11 @@ def test_facade_bad_input(call, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         call(policy)
     assert policy.stats() == {}
+
+
+def test_policy_wire_codes_never_change():
+    """Decision ids already handed out carry these codes: a new policy is appended, an
+    existing one keeps its code (the order of ``PolicyName``)."""
+    from core_ext.policies import POLICY_CODES
+
+    assert POLICY_CODES == {"thompson": 0, "ucb": 1, "egreedy": 2, "control": 3}

@@ -33,11 +33,15 @@ def _decider(traffic_pct: float, split, serving=(0.0, math.inf), rows=None) -> D
     slots = tuple(
         (ControlPolicy(np.zeros(3), np.zeros(3), Rng(i)), i, 1) for i in range(len(split))
     )
-    return Decider(DecisionSigner(bytes(32), 1, 0), 7, SALT + SEPARATOR,
-                   traffic_threshold(traffic_pct), policy_table(split), slots,
-                   (ControlPolicy(np.zeros(3), np.zeros(3), Rng(9)), 3), OUTSIDE, STOPPED, *serving,
-                   rows, ARMS, (*(f"policy-{i}" for i in range(len(split))), "default"),
-                   SERVED_BY_CODE_NAMES)
+    return Decider(
+        signer=DecisionSigner(bytes(32), 1, 0), experiment_key=7, hash_prefix=SALT + SEPARATOR,
+        traffic_threshold=traffic_threshold(traffic_pct), policy_table=policy_table(split),
+        slots=slots, default=(ControlPolicy(np.zeros(3), np.zeros(3), Rng(9)), 3),
+        outside=OUTSIDE, not_serving=STOPPED, serving_from=serving[0], serving_until=serving[1],
+        rows=rows, arms=ARMS,
+        policy_names=(*(f"policy-{i}" for i in range(len(split))), "default"),
+        served_by_names=SERVED_BY_CODE_NAMES,
+    )
 
 
 OUTSIDE, STOPPED = 3, 4
@@ -104,3 +108,9 @@ def test_traffic_and_policy_buckets_are_independent():
     _, p_value, dof, _ = stats.chi2_contingency(table)
     assert dof == 81
     assert p_value > 0.001
+
+
+def test_the_decider_takes_its_arguments_by_name_only():
+    """Two doubles and two flags stand side by side: by position a swap would pass."""
+    with pytest.raises(TypeError):
+        Decider(DecisionSigner(bytes(32), 1, 0), 7)
