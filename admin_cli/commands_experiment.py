@@ -121,22 +121,6 @@ def build_spec(experiment_id: str, name: str, **o) -> ExperimentSpec:
     return spec
 
 
-def experiment_dict(experiment: Experiment) -> dict[str, Any]:
-    spec = experiment.spec
-    return {
-        "id": spec.id, "key": experiment.key, "name": spec.name, "status": experiment.status,
-        "arms": list(spec.arms), "policies": list(spec.policies),
-        "policy_split": list(spec.policy_split), "traffic_pct": spec.traffic_pct,
-        "default_policy": spec.default_policy, "policy_params": spec.policy_params,
-        "reward_min": spec.reward_min, "reward_max": spec.reward_max,
-        "reward_window_seconds": spec.reward_window_seconds,
-        "default_reward": spec.default_reward, "guardrails": spec.guardrails,
-        "decision_criteria": spec.decision_criteria, "duration_days": spec.duration_days,
-        "start_at": experiment.start_at, "end_at": experiment.end_at,
-        "status_reason": experiment.status_reason, "notes": spec.notes,
-    }
-
-
 @click.group("experiment")
 def experiment_group() -> None:
     """Create, inspect, start and stop experiments."""
@@ -169,7 +153,7 @@ def create_command(experiment_id: str, name: str, start: bool, db, as_json: bool
 
 def _print_created(experiment: Experiment, as_json: bool) -> None:
     if as_json:
-        print_json(experiment_dict(experiment))
+        print_json(experiment.to_dict())
     else:
         click.echo(experiment.id)
 
@@ -204,7 +188,7 @@ def list_command(db, as_json: bool) -> None:
 
     experiments = run(fetch())
     if as_json:
-        print_json([experiment_dict(e) for e in experiments])
+        print_json([e.to_dict() for e in experiments])
         return
     print_table(
         None,
@@ -231,11 +215,11 @@ def show_command(experiment_id: str, db, as_json: bool) -> None:
     experiment, trail = run(fetch())
     audit = [dict(r) for r in trail]
     if as_json:
-        print_json({**experiment_dict(experiment), "audit": audit})
+        print_json({**experiment.to_dict(), "audit": audit})
         return
     print_table(
         f"experiment {experiment.id}", ("field", "value"),
-        ((k, v) for k, v in experiment_dict(experiment).items()),
+        ((k, v) for k, v in experiment.to_dict().items()),
     )
     print_table(
         "audit trail", ("at", "actor", "action", "old", "new", "reason"),
@@ -256,7 +240,7 @@ def _status_command(action: str, help_text: str):
 
         experiment = run(change())
         if as_json:
-            print_json(experiment_dict(experiment))
+            print_json(experiment.to_dict())
         else:
             click.echo(f"{experiment.id}: {experiment.status}")
 

@@ -111,7 +111,6 @@ def _nest(items: tuple[str, ...], what: str) -> dict[str, Any]:
 @json_option
 def set_command(experiment_id, traffic, guardrails, criteria, reason, db, as_json) -> None:
     """Change traffic, guardrail thresholds or decision criteria (audited)."""
-    from admin_cli.commands_experiment import experiment_dict
     from server.experiment_store import update_settings
 
     if traffic is None and not guardrails and not criteria:
@@ -127,7 +126,7 @@ def set_command(experiment_id, traffic, guardrails, criteria, reason, db, as_jso
 
     experiment = run(change())
     if as_json:
-        print_json(experiment_dict(experiment))
+        print_json(experiment.to_dict())
     else:
         click.echo(f"{experiment.id}: updated (see `banditctl experiment show {experiment.id}`)")
 

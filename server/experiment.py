@@ -13,7 +13,7 @@ import math
 import re
 import secrets
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -218,6 +218,18 @@ class Experiment:
     @property
     def id(self) -> str:
         return self.spec.id
+
+    def to_dict(self) -> dict[str, Any]:
+        """The experiment as operators see it (``banditctl ... --json``); the hashing
+        salt is left out: with it anyone could compute every user's assignment."""
+        spec = {f.name: getattr(self.spec, f.name) for f in fields(self.spec) if f.name != "salt"}
+        return {
+            "id": spec.pop("id"), "key": self.key, "name": spec.pop("name"),
+            "status": self.status,
+            **{k: list(v) if isinstance(v, tuple) else v for k, v in spec.items()},
+            "start_at": self.start_at, "end_at": self.end_at,
+            "status_reason": self.status_reason,
+        }
 
 
 def utcnow() -> datetime:

@@ -20,10 +20,11 @@ from server.experiment import Experiment, ExperimentSpec, Status, utcnow
 
 CHANNEL = "banditd_experiments"
 
-_COLUMNS = """key, id, name, arms, policies, policy_split, traffic_pct, default_policy,
-    policy_params, reward_min, reward_max, reward_window_seconds, default_reward, guardrails,
-    decision_criteria, status, duration_days, start_at, end_at, salt, notes, status_reason,
-    updated_at"""
+# The experiment <-> row mapping: every ExperimentSpec field is the column of its name
+# (tuples as arrays), the state fields are the columns the database keeps.
+_SPEC_FIELDS = tuple(f.name for f in dataclasses.fields(ExperimentSpec))
+_STATE_FIELDS = ("key", "status", "start_at", "end_at", "updated_at", "status_reason")
+_COLUMNS = ", ".join((*_STATE_FIELDS, *_SPEC_FIELDS))
 
 
 class ExperimentNotFound(LookupError):
@@ -48,34 +49,14 @@ def current_actor() -> str:
 
 
 def experiment_from_row(row: asyncpg.Record) -> Experiment:
-    spec = ExperimentSpec(
-        id=row["id"],
-        name=row["name"],
-        arms=tuple(row["arms"]),
-        policies=tuple(row["policies"]),
-        policy_split=tuple(row["policy_split"]),
-        traffic_pct=row["traffic_pct"],
-        default_policy=row["default_policy"],
-        policy_params=row["policy_params"],
-        reward_min=row["reward_min"],
-        reward_max=row["reward_max"],
-        reward_window_seconds=row["reward_window_seconds"],
-        default_reward=row["default_reward"],
-        guardrails=row["guardrails"],
-        decision_criteria=row["decision_criteria"],
-        duration_days=row["duration_days"],
-        salt=row["salt"],
-        notes=row["notes"],
-    )
-    return Experiment(
-        key=row["key"],
-        spec=spec,
-        status=row["status"],
-        start_at=row["start_at"],
-        end_at=row["end_at"],
-        updated_at=row["updated_at"],
-        status_reason=row["status_reason"],
-    )
+    spec = ExperimentSpec(**{name: row[name] for name in _SPEC_FIELDS})
+    return Experiment(spec=spec, **{name: row[name] for name in _STATE_FIELDS})
+
+
+def _spec_values(spec: ExperimentSpec) -> list[Any]:
+    """The spec's column values, in ``_SPEC_FIELDS`` order (tuples as lists: arrays)."""
+    values = (getattr(spec, name) for name in _SPEC_FIELDS)
+    return [list(v) if isinstance(v, tuple) else v for v in values]
 
 
 async def record_event(
@@ -108,19 +89,11 @@ async def create_experiment(
     spec.validate_for_write()
     async with conn.transaction():
         try:
+            placeholders = ", ".join(f"${i}" for i in range(1, len(_SPEC_FIELDS) + 1))
             row = await conn.fetchrow(
-                f"""INSERT INTO experiments (id, name, arms, policies, policy_split, traffic_pct,
-                        default_policy, policy_params, reward_min, reward_max,
-                        reward_window_seconds, default_reward, guardrails, decision_criteria,
-                        duration_days, salt, notes)
-                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
-                            $16, $17)
+                f"""INSERT INTO experiments ({", ".join(_SPEC_FIELDS)}) VALUES ({placeholders})
                     RETURNING {_COLUMNS}""",
-                spec.id, spec.name, list(spec.arms), list(spec.policies),
-                list(spec.policy_split), spec.traffic_pct, spec.default_policy,
-                spec.policy_params, spec.reward_min, spec.reward_max,
-                spec.reward_window_seconds, spec.default_reward, spec.guardrails,
-                spec.decision_criteria, spec.duration_days, spec.salt, spec.notes,
+                *_spec_values(spec),
             )
         except asyncpg.UniqueViolationError as exc:
             raise ValueError(f"experiment id {spec.id!r} already exists") from exc
