@@ -21,8 +21,11 @@ from datetime import date, datetime
 from typing import Any
 
 import click
+import numpy as np
 from rich.console import Console
 from rich.table import Table
+
+from admin_cli.stats.serialise import json_float
 
 EXIT_FAILED, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_STATE, EXIT_DATABASE = 1, 2, 3, 4, 5
 
@@ -133,6 +136,9 @@ def run(coro: Coroutine) -> Any:
 
 
 def to_jsonable(value: Any) -> Any:
+    """``value`` as strict JSON data: datetimes as ISO 8601, objects through their
+    ``to_dict()``, numpy scalars as Python numbers, NaN and ±inf as ``None`` (strict
+    JSON has neither, and scripts parse banditctl's output with strict parsers)."""
     if isinstance(value, datetime | date):
         return value.isoformat()
     if isinstance(value, dict):
@@ -141,11 +147,22 @@ def to_jsonable(value: Any) -> Any:
         return [to_jsonable(v) for v in value]
     if hasattr(value, "to_dict"):
         return to_jsonable(value.to_dict())
+    if isinstance(value, bool | str | None):
+        return value
+    if isinstance(value, float | np.floating):
+        return json_float(value)
+    if isinstance(value, np.integer):
+        return int(value)
     return value
 
 
+def json_text(value: Any) -> str:
+    """``value`` as strict, indented JSON text."""
+    return json.dumps(to_jsonable(value), indent=2, allow_nan=False)
+
+
 def print_json(value: Any) -> None:
-    click.echo(json.dumps(to_jsonable(value), indent=2, sort_keys=False))
+    click.echo(json_text(value))
 
 
 def print_table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:

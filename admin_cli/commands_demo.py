@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from admin_cli.cli_support import (
     CliError,
     database_options,
     err_console,
+    print_json,
     print_table,
     run,
 )
@@ -152,7 +152,7 @@ def demo_command(address, seconds, wait_seconds, movielens_path, n_arms, thresho
     image = plot(stats, out_path)
     summary["plot"] = str(image)
     if as_json:
-        click.echo(json.dumps(summary, indent=2))
+        print_json(summary)
         return
     print_table(
         f"demo summary: {summary['decisions']} decisions in {summary['seconds']:.0f}s "

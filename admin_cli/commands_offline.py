@@ -16,7 +16,6 @@ database unreachable or not migrated.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -45,7 +44,9 @@ from admin_cli.cli_support import (
     database_options,
     err_console,
     json_option,
+    json_text,
     parse_list,
+    print_json,
     print_table,
     run,
     warn,
@@ -56,21 +57,6 @@ DEFAULT_REPLAY_POLICIES = "thompson,ucb,egreedy,control"
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def json_safe(value: Any) -> Any:
-    """Replace NaN/inf by None (strict JSON) recursively."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    return value
-
-
-def echo_json(value: Any) -> None:
-    click.echo(json.dumps(json_safe(value), indent=2, allow_nan=False))
 
 
 def _fmt(x: float | None, digits: int = 4) -> str:
@@ -214,7 +200,7 @@ def load_movielens_command(
     info = run(load())
     elapsed = time.monotonic() - started
     if as_json:
-        echo_json({**info.to_json(), "elapsed_seconds": elapsed})
+        print_json({**info.to_json(), "elapsed_seconds": elapsed})
         return
     print_table(
         f"MovieLens dataset {info.name!r} loaded in {elapsed:.1f} s",
@@ -330,9 +316,9 @@ def replay_command(
     out_dir.mkdir(parents=True, exist_ok=True)
     png = plot_replay(result, out_dir / "replay.png")
     payload = {**result.to_json(), "png": str(png)}
-    (out_dir / "replay.json").write_text(json.dumps(json_safe(payload), indent=2) + "\n")
+    (out_dir / "replay.json").write_text(json_text(payload) + "\n")
     if as_json:
-        echo_json(payload)
+        print_json(payload)
         return
     _print_replay(result, png, out_dir / "replay.json")
 
@@ -448,7 +434,7 @@ def evaluate_command(
         candidates = (*logged.policies, *(c for c in FIXED_CANDIDATES if c not in logged.policies))
     report = evaluate_experiment(logged, candidates, config)
     if as_json:
-        echo_json(report.to_json())
+        print_json(report.to_json())
         return
     if logged.values.size == 0:
         click.echo(f"{experiment_id} has no rewarded decisions yet: nothing to evaluate "

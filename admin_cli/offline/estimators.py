@@ -31,6 +31,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from admin_cli.stats.serialise import json_float
+
 
 @dataclass(frozen=True)
 class LoggedData:
@@ -90,17 +92,14 @@ class Estimate:
     warnings: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        def num(x: float) -> float | None:
-            return None if math.isnan(x) else float(x)
-
         return {
             "estimator": self.estimator,
-            "value": num(self.value),
-            "ci_low": num(self.ci_low),
-            "ci_high": num(self.ci_high),
+            "value": json_float(self.value),
+            "ci_low": json_float(self.ci_low),
+            "ci_high": json_float(self.ci_high),
             "confidence": self.confidence,
             "n": self.n,
-            "ess": num(self.ess),
+            "ess": json_float(self.ess),
             "warnings": list(self.warnings),
         }
 

@@ -43,7 +43,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
-from admin_cli.stats._serialise import json_float
 from admin_cli.stats.intervals import Interval, reward_interval
 from admin_cli.stats.sequential import (
     Look,
@@ -54,6 +53,7 @@ from admin_cli.stats.sequential import (
     required_variance,
     tau2_from_mde,
 )
+from admin_cli.stats.serialise import json_float
 from admin_cli.stats.srm import SRMResult, srm_test
 from admin_cli.stats.sufficient import SampleStats, pool
 from admin_cli.stats.trend import TrendResult, daily_trend

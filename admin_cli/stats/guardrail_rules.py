@@ -47,8 +47,8 @@ from typing import Literal, get_args
 import numpy as np
 from scipy import stats as sps
 
-from admin_cli.stats._serialise import json_float
 from admin_cli.stats.intervals import relative_lift_variance
+from admin_cli.stats.serialise import json_float
 from admin_cli.stats.sufficient import SampleStats
 from server.experiment_settings import (
     CheckName,

@@ -28,7 +28,7 @@ from typing import Literal
 
 from scipy import stats as sps
 
-from admin_cli.stats._serialise import json_float, json_interval
+from admin_cli.stats.serialise import json_float, json_interval
 from admin_cli.stats.sufficient import SampleStats
 
 MeanMethod = Literal["t", "normal"]

@@ -66,8 +66,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats as sps
 
-from admin_cli.stats._serialise import json_float, json_interval
 from admin_cli.stats.intervals import difference_variance, relative_lift_variance
+from admin_cli.stats.serialise import json_float, json_interval
 from admin_cli.stats.sufficient import SampleStats
 
 ArrayLike = float | np.ndarray

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import stats as sps
 
-from admin_cli.stats._serialise import json_float
+from admin_cli.stats.serialise import json_float
 
 DEFAULT_SRM_P_THRESHOLD = 0.001
 

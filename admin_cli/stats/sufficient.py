@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from admin_cli.stats._serialise import json_float
+from admin_cli.stats.serialise import json_float
 
 # Relative slack on the Cauchy–Schwarz check (Σx)² ≤ n·Σx²: sums computed in floating
 # point by PostgreSQL or by pooling may overshoot by a few ulps.

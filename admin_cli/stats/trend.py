@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from admin_cli.stats._serialise import json_float
+from admin_cli.stats.serialise import json_float
 from admin_cli.stats.sufficient import SampleStats, pool
 
 

@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pytest
 
-from admin_cli.commands_offline import json_safe
+from admin_cli.cli_support import json_text
 from admin_cli.offline.estimators import EstimationConfig
 from admin_cli.offline.evaluate import (
     EvaluateConfig,
@@ -68,7 +68,7 @@ async def test_estimates_recover_known_policy_values(db_conn):
     assert report.logged_values["control"][0] == 3000
     assert any("7 decisions have no reward yet" in w for w in report.warnings)
     assert any("1 decisions name an arm" in w for w in report.warnings)
-    payload = json.loads(json.dumps(json_safe(report.to_json()), allow_nan=False))
+    payload = json.loads(json_text(report.to_json()))
     assert payload["candidates"][1]["action_distribution"] == {"a": 0.0, "b": 0.0, "c": 1.0}
     assert payload["decisions_used"] == 3600
 

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
-from admin_cli.commands_offline import json_safe
+from admin_cli.cli_support import json_text
 from admin_cli.offline.estimators import EstimationConfig, estimate_policy
 from admin_cli.offline.evaluate import (
     FULL_SET,
@@ -143,7 +143,7 @@ async def test_restricted_targets_recover_true_values(db_conn):
     assert abs(old.value - scale * truth) < 4 * _se(old)
     assert abs(old.value - truth) > 10 * _se(ips)
 
-    payload = json.loads(json.dumps(json_safe(report.to_json()), allow_nan=False))
+    payload = json.loads(json_text(report.to_json()))
     summary = payload["candidate_sets"]
     assert summary["decisions_with_subset"] == len(log.candidates) - log.n_full
     assert summary["distinct_subsets"] == len(logged.candidate_sets)

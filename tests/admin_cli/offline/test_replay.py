@@ -14,7 +14,7 @@ import math
 import numpy as np
 import pytest
 
-from admin_cli.commands_offline import json_safe
+from admin_cli.cli_support import json_text
 from admin_cli.offline.bandit_problem import BanditProblem, LoggedStream, StreamConfig
 from admin_cli.offline.plots import plot_replay
 from admin_cli.offline.replay import (
@@ -152,7 +152,7 @@ def test_reports_json_and_png(tmp_path):
     problem = _problem()
     result = run_replay(problem, ReplayConfig(runs=2, seed=6, stream=_bootstrap(1_000),
                                               curve_points=50))
-    payload = json.loads(json.dumps(json_safe(result.to_json()), allow_nan=False))
+    payload = json.loads(json_text(result.to_json()))
     assert [p["policy"] for p in payload["policies"]] == ["thompson", "ucb", "egreedy", "control"]
     assert all(len(p["curve"]["kept_events"]) <= 50 for p in payload["policies"])
     assert payload["problem"]["best_value"] == pytest.approx(0.8)
