@@ -1,6 +1,6 @@
 """Decision-engine study: A/A false positives under daily peeking, power, SRM detection.
 
-Setup (issue 4 §6). Binary rewards, control rate 10 %, 14 daily looks, a fixed daily
+Setup. Binary rewards, control rate 10 %, 14 daily looks, a fixed daily
 traffic per arm; every experiment is simulated as per-day binomial counts.
 
 * A/A — both arms at 10 %. The engine (``admin_cli.stats.decision.decide``, run on the

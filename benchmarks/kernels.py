@@ -15,7 +15,7 @@ for K in 10, 100, 1000, nanoseconds per call of
 
 Each figure is the median over several batches of ``time.perf_counter_ns`` around a
 loop of many calls (the loop's own cost, ~15 ns, is included: it is what a caller
-pays). Targets (issue 2 §4) are printed as PASS/FAIL lines; the full mode exits 1
+pays). Targets are printed as PASS/FAIL lines; the full mode exits 1
 when one fails, the short mode (fewer, shorter batches) only on errors.
 """
 
@@ -138,7 +138,7 @@ def bench_mabwiser(k: int, pulls: np.ndarray, reward_sum: np.ndarray, batch_s: f
 
 
 def check_targets(results: dict[str, dict[str, float]]) -> bool:
-    """Print the issue's targets as PASS/FAIL lines; True when all pass."""
+    """Print the targets as PASS/FAIL lines; True when all pass."""
     from benchmarks.report import print_target
 
     ok_all = True

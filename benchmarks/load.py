@@ -1,6 +1,6 @@
 """RPC load benchmark: banditd against an empty gRPC handler, with the P95 budget check.
 
-Setup (issue 6). A fresh PostgreSQL database (the local one, ``BANDITD_BENCH_PG_URL``,
+Setup. A fresh PostgreSQL database (the local one, ``BANDITD_BENCH_PG_URL``,
 default ``postgresql://postgres@127.0.0.1:5432/postgres``; or ``--embedded``: the
 embedded default under a temporary data dir) gets the schema and one running
 experiment of K arms (default 10) with the four policies. Two servers run as separate
@@ -47,7 +47,7 @@ backends too) and a probe of how much CPU two busy processes really get
 (``machine.cpu_probe``). ``--server-root DIR`` runs banditd from another checkout
 (before/after comparisons).
 
-Targets (checked in full mode, issue 6 §2): ``select_vs_floor_qps`` ≥ 0.9;
+Targets (checked in full mode): ``select_vs_floor_qps`` ≥ 0.9;
 ``select_unloaded_p50_ms`` ≤ 1.15 x floor's; Select P95 at 50 % load ≤ 6 ms;
 ``batch_select_decisions_per_s`` ≥ 20 x ``select_max_qps``; ``reward_acks_per_s`` ≥
 0.8 x ``floor_max_qps``; the memory case < 256 MB RSS. The budget (both modes): Select

@@ -10,9 +10,9 @@ buckets). Outside the experiment's serving period, or outside its traffic, the d
 policy serves (slot -1). The slot's kernel chooses the arm; ``DecisionSigner`` signs
 the id; the decision's ``decisions`` row goes to the server's ``DecisionRows``.
 
-Why in C: the same steps in Python cost about 9 µs per Select in a warm loop and 30 to
-35 µs inside the loaded server, where every Select meets cold caches between gRPC's own
-work; that was most of what banditd added to an empty gRPC handler (issue 6).
+Why in C: the same steps in Python cost several times more inside the loaded server,
+where every Select meets cold caches between gRPC's own work, and were most of what
+banditd added to an empty gRPC handler (benchmarks/RESULTS.md).
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE

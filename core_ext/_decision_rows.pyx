@@ -3,7 +3,8 @@
 
 Each Select appends one ``decisions`` row here, in C, instead of building a Python
 tuple (with a datetime and a list) that asyncpg then encodes field by field at flush:
-inside the loaded server those two steps cost more than the decision itself (issue 6).
+inside the loaded server those two steps cost more than the decision itself
+(benchmarks/RESULTS.md).
 A flush takes the bytes and hands them to ``COPY decisions (...) FROM STDIN (FORMAT
 binary)`` between ``COPY_HEADER`` and ``COPY_TRAILER``.
 

@@ -85,8 +85,9 @@ cdef Py_ssize_t _argmax(bitgen_t* bg, const double* x, Py_ssize_t m) noexcept no
     return best_j
 
 
-# Draw first, compare after: the two-pass form measured 2 % over the raw draw loop at
-# K = 100, against 15 % for a one-pass loop with the tie test between the draws.
+# Draw first, compare after: the two-pass form costs little over the raw draw loop,
+# a one-pass loop with the tie test between the draws several times more
+# (benchmarks/RESULTS.md).
 cdef Py_ssize_t _argmax_draw(bitgen_t* bg, const double* n, const double* s,
                              const Py_ssize_t* cand, Py_ssize_t m, double a0, double b0,
                              double* x) noexcept nogil:

@@ -240,9 +240,9 @@ def _freeze_startup_objects() -> None:
     """Move everything alive after start-up out of the cyclic garbage collector's reach.
 
     The modules, the registry and its experiments live as long as the process, yet
-    every full (generation 2) collection traversed them all again: measured under a
-    Reward load, each one stopped the event loop for 20-25 ms, a stall every call
-    queued behind it then carried into its latency. ``gc.freeze`` (Python 3.7+, the
+    every full (generation 2) collection traversed them all again, stopping the event
+    loop for tens of milliseconds under load (benchmarks/RESULTS.md), a stall every
+    call queued behind it then carried into its latency. ``gc.freeze`` (Python 3.7+, the
     ``gc`` module documentation) moves them to a permanent generation that later
     collections skip; they are still freed by reference counting. Collected first so
     that start-up's own garbage is not frozen with them.

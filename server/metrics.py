@@ -41,7 +41,7 @@ class LoopHistogram:
     """A labelled histogram observed from the event loop only, without a lock.
 
     ``prometheus_client.Histogram.observe`` takes a mutex and walks the buckets in
-    Python (measured in the server under load: 3.5 us of a 25 us Select); here a
+    Python, a large share of a Select under load (benchmarks/RESULTS.md); here a
     child's ``observe`` is one C bisect and two additions. The exposition thread reads
     a copy of the counts (taken under the GIL), so a scrape may see an observation in
     a bucket before its sum — never a count that goes back. Samples are a ``Histogram``'s

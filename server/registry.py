@@ -204,8 +204,8 @@ class ExperimentRuntime:
         """Build the missing Thompson propensity caches in a worker thread, once.
 
         A Thompson kernel's first full-set ``select`` would build its cache itself:
-        M x K Beta draws (M = 4096; with the uniform prior 7 ms at K = 10, 66 ms at
-        K = 100, 0.65 s at K = 1,000, measured on one core) on the event loop, stopping
+        M x K Beta draws (M = 4096: up to a second at K = 1,000, benchmarks/RESULTS.md)
+        on the event loop, stopping
         every other call meanwhile, after every start and for every new experiment (an
         edited one keeps its caches: ``adopt_statistics``). The draws release the GIL
         (``refresh_propensities``), so here they run beside the loop; the experiment's

@@ -28,9 +28,9 @@ second, read-only statement look up whether the committed reward was a default o
 (the window had closed).
 
 One committer by default: a commit costs the event loop a few hundred us of CPU
-whatever its size, and two committers split the same arrivals into groups half as
-large (measured at 64 concurrent callers: 1.5 vs 3.8 rewards per group, ~2,000 vs
-~2,700 acks/s). For the same reason a committer under load waits up to
+whatever its size, and two committers split the same arrivals into groups less than
+half as large, and acknowledge fewer rewards a second (benchmarks/RESULTS.md). For the
+same reason a committer under load waits up to
 ``commit_delay`` for its group to fill while rewards keep arriving (see
 ``_commit_loop``).
 

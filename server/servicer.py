@@ -100,9 +100,9 @@ class DecisionServicer:
 
     # -- Select -----------------------------------------------------------------------
     #
-    # The hot path (see benchmarks/load.py and the closing notes of issue 6). Inside
-    # the loaded server every Select meets cold caches, so Python costs about three
-    # times its warm-loop time: the request is parsed and the response written in C
+    # The hot path (benchmarks/load.py measures it; benchmarks/RESULTS.md has the
+    # figures). Inside the loaded server every Select meets cold caches, so Python costs
+    # several times its warm-loop time: the request is parsed and the response written in C
     # (core_ext's wire functions), the decision itself is one C call (core_ext.Decider),
     # the registry is looked up before the experiment id is validated (ids in the
     # registry are valid), the common valid user id is checked inline, the decider
