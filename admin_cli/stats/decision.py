@@ -300,14 +300,7 @@ def _compare(
     summary = summarise(treatment, 1 - criteria.alpha)
 
     enough = min(treatment.users, control.users) >= criteria.min_users_per_policy
-    if absolute.lower > 0:
-        direction = 1
-    elif absolute.upper < 0:
-        direction = -1
-    else:
-        direction = 0
-    if math.isnan(absolute.lower) and absolute.significant:  # empty intersection
-        direction = 1 if absolute.estimate > 0 else -1
+    direction = _direction(absolute)
     effect = (
         f"Δ = {absolute.estimate:+.4g} (always-valid {1 - alpha:.1%} CI "
         f"[{absolute.lower:+.4g}, {absolute.upper:+.4g}]), relative {relative.estimate:+.2%}, "
@@ -328,44 +321,75 @@ def _compare(
         reasons.append("guardrails healthy, no sample-ratio mismatch")
     else:
         recommendation = "iterate"
-        if min(treatment.rewards.n, control.rewards.n) == 0:
-            reasons.append(
-                f"nothing to compare yet: {treatment.name} has {treatment.rewards.n:.0f} "
-                f"rewarded users, {control.name} {control.rewards.n:.0f}"
-            )
-        elif absolute.significant and direction != 0:
-            word = "better" if direction > 0 else "worse"
-            reasons.append(f"significantly {word} than {control.name}: {effect}")
-        else:
-            reasons.append(f"no significant difference from {control.name} yet: {effect}")
-        if not enough:
-            reasons.append(
-                f"not enough users: {treatment.name} {treatment.users:.0f}, {control.name} "
-                f"{control.users:.0f} (minimum {criteria.min_users_per_policy})"
-            )
-        if srm.flagged:
-            reasons.append(
-                f"sample-ratio mismatch (p = {srm.p_value:.3g} < {srm.threshold:g}): "
-                "assignment is broken, results are not trustworthy"
-            )
-        if guardrails != "healthy":
-            reasons.append(f"guardrails are {guardrails}, not healthy")
-        mde = criteria.mde_relative
-        if relative.lies_within(-mde, mde):
-            reasons.append(
-                f"the effect is smaller than the MDE: relative lift CI "
-                f"[{relative.lower:+.2%}, {relative.upper:+.2%}] lies within ±{mde:.0%}"
-            )
-            days = 0.0
-        elif not (absolute.significant and direction > 0) or not enough:
-            days, note = _additional_days(treatment, control, abs_looks[-1], alpha, criteria)
-            if days is not None:
-                reasons.append(f"about {math.ceil(days)} more days needed: {note}")
-            else:
-                reasons.append(f"cannot estimate the days needed: {note}")
+        reasons, days = _iterate_reasons(treatment, control, absolute, relative, abs_looks[-1],
+                                         effect, alpha, criteria, srm, guardrails)
     if srm.flagged and recommendation == "kill":
         reasons.append(f"note: sample-ratio mismatch (p = {srm.p_value:.3g})")
     return PolicyDecision(summary, absolute, relative, alpha, recommendation, reasons, days)
+
+
+def _direction(absolute: SequentialResult) -> int:
+    """+1 when the always-valid interval of Δ lies above 0, -1 below, 0 when it holds 0."""
+    if math.isnan(absolute.lower) and absolute.significant:  # empty intersection
+        return 1 if absolute.estimate > 0 else -1
+    if absolute.lower > 0:
+        return 1
+    return -1 if absolute.upper < 0 else 0
+
+
+def _iterate_reasons(
+    treatment: PolicyData,
+    control: PolicyData,
+    absolute: SequentialResult,
+    relative: SequentialResult,
+    last_look: Look,
+    effect: str,
+    alpha: float,
+    criteria: DecisionCriteria,
+    srm: SRMResult,
+    guardrails: GuardrailState,
+) -> tuple[list[str], float | None]:
+    """Why a policy is neither shipped nor killed yet, and the further days estimated."""
+    reasons: list[str] = []
+    days: float | None = None
+    direction = _direction(absolute)
+    enough = min(treatment.users, control.users) >= criteria.min_users_per_policy
+    if min(treatment.rewards.n, control.rewards.n) == 0:
+        reasons.append(
+            f"nothing to compare yet: {treatment.name} has {treatment.rewards.n:.0f} "
+            f"rewarded users, {control.name} {control.rewards.n:.0f}"
+        )
+    elif absolute.significant and direction != 0:
+        word = "better" if direction > 0 else "worse"
+        reasons.append(f"significantly {word} than {control.name}: {effect}")
+    else:
+        reasons.append(f"no significant difference from {control.name} yet: {effect}")
+    if not enough:
+        reasons.append(
+            f"not enough users: {treatment.name} {treatment.users:.0f}, {control.name} "
+            f"{control.users:.0f} (minimum {criteria.min_users_per_policy})"
+        )
+    if srm.flagged:
+        reasons.append(
+            f"sample-ratio mismatch (p = {srm.p_value:.3g} < {srm.threshold:g}): "
+            "assignment is broken, results are not trustworthy"
+        )
+    if guardrails != "healthy":
+        reasons.append(f"guardrails are {guardrails}, not healthy")
+    mde = criteria.mde_relative
+    if relative.lies_within(-mde, mde):
+        reasons.append(
+            f"the effect is smaller than the MDE: relative lift CI "
+            f"[{relative.lower:+.2%}, {relative.upper:+.2%}] lies within ±{mde:.0%}"
+        )
+        days = 0.0
+    elif not (absolute.significant and direction > 0) or not enough:
+        days, note = _additional_days(treatment, control, last_look, alpha, criteria)
+        if days is not None:
+            reasons.append(f"about {math.ceil(days)} more days needed: {note}")
+        else:
+            reasons.append(f"cannot estimate the days needed: {note}")
+    return reasons, days
 
 
 def decide(
