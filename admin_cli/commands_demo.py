@@ -18,11 +18,11 @@ from admin_cli.cli_support import (
     print_table,
     run,
 )
-from server.demo import DEMO_ID
+from server.demo_experiment import DEMO_ID
 
 
 def _find_movielens(path: str | None) -> Path:
-    from admin_cli.offline.ml100k import DatasetUnavailable, locate_ml100k
+    from admin_cli.offline.movielens_fetch import DatasetUnavailable, locate_ml100k
 
     try:
         found = locate_ml100k(path)
@@ -99,7 +99,7 @@ def demo_command(address, seconds, wait_seconds, movielens_path, n_arms, thresho
     """Simulate MovieLens users against a running banditd and watch the policies learn."""
     from rich.live import Live
 
-    from admin_cli.demo import (
+    from admin_cli.demo_simulation import (
         DemoStats,
         build_users,
         drive,

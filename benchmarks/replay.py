@@ -18,7 +18,7 @@ The figures are compared with two baselines of the same run and data: uniform pl
 
 ``python -m benchmarks.replay [--short] [--path DIR]`` reads ml-100k from ``--path``,
 else ``$BANDITD_MOVIELENS``, else ``../shared/data/ml-100k``, else a copy fetched once
-from the ``recbole==1.2.1`` wheel on PyPI (``admin_cli.offline.ml100k``); writes
+from the ``recbole==1.2.1`` wheel on PyPI (``admin_cli.offline.movielens_fetch``); writes
 ``benchmarks/results/replay.json`` and ``replay.png``.
 """
 
@@ -139,8 +139,8 @@ def check_targets(study: Study, result) -> list[tuple[str, bool, str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from admin_cli.offline.ml100k import DatasetUnavailable, locate_ml100k
     from admin_cli.offline.movielens import MovieLensFormatError, read_movielens
+    from admin_cli.offline.movielens_fetch import DatasetUnavailable, locate_ml100k
     from admin_cli.offline.plots import plot_replay_panels
     from benchmarks.report import RESULTS_DIR, print_target, write_report
 

@@ -33,7 +33,7 @@ from server.database import resolve_database_url, wait_for_pool
 from server.decision_id import DecisionIdCodec
 from server.decision_log import DecisionLog
 from server.default_rewards import DefaultRewardWorker
-from server.demo import ensure_demo
+from server.demo_experiment import ensure_demo
 from server.heartbeat import Heartbeat
 from server.metrics import METRICS
 from server.migrate import check_schema, migrate

@@ -11,7 +11,7 @@ from server import __version__
 from server.app import BanditServer, ServeConfig, StartupError, serve
 from server.calls import reward_command, select_command
 from server.database import DatabaseConfigError, DatabaseUnreachable
-from server.demo import DEMO_ID
+from server.demo_experiment import DEMO_ID
 from server.migrate import SchemaMismatchError
 from server.quickstart import banner
 

@@ -5,13 +5,13 @@ from pathlib import Path
 
 import pytest
 
-from admin_cli.offline import ml100k
+from admin_cli.offline import movielens_fetch
 
 
 def test_explicit_path_and_environment_come_first(tmp_path, monkeypatch):
     monkeypatch.setenv("BANDITD_MOVIELENS", str(tmp_path / "from-env"))
-    assert ml100k.locate_ml100k(tmp_path / "given") == tmp_path / "given"
-    assert ml100k.locate_ml100k() == tmp_path / "from-env"
+    assert movielens_fetch.locate_ml100k(tmp_path / "given") == tmp_path / "given"
+    assert movielens_fetch.locate_ml100k() == tmp_path / "from-env"
 
 
 def test_cache_is_filled_from_the_wheel_once(tmp_path, monkeypatch):
@@ -19,7 +19,7 @@ def test_cache_is_filled_from_the_wheel_once(tmp_path, monkeypatch):
     uses the cache. The download itself is replaced by a wheel built here (no network)."""
     monkeypatch.delenv("BANDITD_MOVIELENS", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setattr(ml100k, "LOCAL_COPIES", (tmp_path / "absent",))
+    monkeypatch.setattr(movielens_fetch, "LOCAL_COPIES", (tmp_path / "absent",))
     downloads = []
 
     def fake_run(cmd, **kwargs):
@@ -34,10 +34,10 @@ def test_cache_is_filled_from_the_wheel_once(tmp_path, monkeypatch):
 
         return Done()
 
-    monkeypatch.setattr(ml100k.subprocess, "run", fake_run)
-    first = ml100k.locate_ml100k()
+    monkeypatch.setattr(movielens_fetch.subprocess, "run", fake_run)
+    first = movielens_fetch.locate_ml100k()
     assert (first / "ml-100k.inter").read_text() == "ml-100k.inter\n"
-    assert ml100k.locate_ml100k() == first
+    assert movielens_fetch.locate_ml100k() == first
     assert len(downloads) == 1
     assert "recbole==1.2.1" in downloads[0]
 
@@ -45,11 +45,11 @@ def test_cache_is_filled_from_the_wheel_once(tmp_path, monkeypatch):
 def test_failed_download_says_how_to_provide_the_data(tmp_path, monkeypatch):
     monkeypatch.delenv("BANDITD_MOVIELENS", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setattr(ml100k, "LOCAL_COPIES", ())
+    monkeypatch.setattr(movielens_fetch, "LOCAL_COPIES", ())
 
     class Failed:
         returncode, stderr = 1, "no network"
 
-    monkeypatch.setattr(ml100k.subprocess, "run", lambda *a, **k: Failed())
-    with pytest.raises(ml100k.DatasetUnavailable, match="set BANDITD_MOVIELENS"):
-        ml100k.locate_ml100k()
+    monkeypatch.setattr(movielens_fetch.subprocess, "run", lambda *a, **k: Failed())
+    with pytest.raises(movielens_fetch.DatasetUnavailable, match="set BANDITD_MOVIELENS"):
+        movielens_fetch.locate_ml100k()
