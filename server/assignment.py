@@ -12,6 +12,10 @@ Using different digits of one hash keeps the two choices independent, so changin
 ``traffic_pct`` only adds or removes users and never moves a user from one policy
 to another. No lookup and no state: the same user gets the same policy on every
 replica and after every restart.
+
+The decision itself runs in C (``core_ext.Decider``); this module builds the tables it
+reads. ``tests/server/test_assignment.py`` checks the C path against the formulas
+above, written there a second time in Python on purpose, as the test's oracle.
 """
 
 from __future__ import annotations
@@ -19,13 +23,9 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 
-from core_ext import BUCKETS, hash64
+from core_ext import BUCKETS
 
 SEPARATOR = b"\x1f"
-
-
-def user_hash(salt: bytes, user_id: str) -> int:
-    return hash64(salt + SEPARATOR + user_id.encode("utf-8"))
 
 
 def traffic_threshold(traffic_pct: float) -> int:
@@ -55,8 +55,3 @@ def _policy_table(split: tuple[float, ...]) -> bytes:
         upper = BUCKETS if index == len(split) - 1 else round(cumulative * BUCKETS)
         table.extend([index] * (upper - len(table)))
     return bytes(table)
-
-
-def buckets(h: int) -> tuple[int, int]:
-    """(traffic_bucket, policy_bucket) of a user hash."""
-    return h % BUCKETS, (h // BUCKETS) % BUCKETS

@@ -7,12 +7,31 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from core_ext import BUCKETS, ControlPolicy, Decider, DecisionSigner, Rng, assignment_bucket
-from server.assignment import SEPARATOR, buckets, policy_table, traffic_threshold, user_hash
+from core_ext import (
+    BUCKETS,
+    ControlPolicy,
+    Decider,
+    DecisionSigner,
+    Rng,
+    assignment_bucket,
+    hash64,
+)
+from server.assignment import SEPARATOR, policy_table, traffic_threshold
 from server.decision_id import DecisionIdCodec
 from server.registry import SERVED_BY_CODE_NAMES
 
 SALT = b"0123456789abcdef"
+
+
+def user_hash(salt: bytes, user_id: str) -> int:
+    """The module docstring's h = XXH64(utf8(salt) | 0x1F | utf8(user_id)), from core_ext's
+    hash (itself checked against the xxhash package in tests/core_ext/test_hashing.py)."""
+    return hash64(salt + SEPARATOR + user_id.encode("utf-8"))
+
+
+def buckets(h: int) -> tuple[int, int]:
+    """(traffic_bucket, policy_bucket) = (h mod B, (h div B) mod B)."""
+    return h % BUCKETS, (h // BUCKETS) % BUCKETS
 
 
 @pytest.mark.parametrize(
