@@ -37,7 +37,9 @@ POLICY_NAMES: tuple[PolicyName, ...] = get_args(PolicyName)
 POLICY_CODES: dict[str, int] = {name: code for code, name in enumerate(POLICY_NAMES)}
 
 
-def _finite(name: str, value: object) -> float:
+def finite_number(name: str, value: object) -> float:
+    """``value`` as a float; ValueError naming ``name`` unless it is a finite number (a
+    bool is not one). Shared by every parameter and threshold check."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"{name} must be a number, got {value!r}")
     value = float(value)
@@ -55,7 +57,7 @@ class ThompsonParams:
 
     def __post_init__(self) -> None:
         for name in ("alpha0", "beta0"):
-            if _finite(name, getattr(self, name)) <= 0:
+            if finite_number(name, getattr(self, name)) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
 
 
@@ -66,7 +68,7 @@ class UCBParams:
     c: float = math.sqrt(2.0)
 
     def __post_init__(self) -> None:
-        if _finite("c", self.c) < 0:
+        if finite_number("c", self.c) < 0:
             raise ValueError(f"c must be >= 0, got {self.c!r}")
 
 
@@ -78,9 +80,9 @@ class EpsilonGreedyParams:
     decay: float = 0.0
 
     def __post_init__(self) -> None:
-        if not 0.0 <= _finite("epsilon", self.epsilon) <= 1.0:
+        if not 0.0 <= finite_number("epsilon", self.epsilon) <= 1.0:
             raise ValueError(f"epsilon must be in [0, 1], got {self.epsilon!r}")
-        if _finite("decay", self.decay) < 0:
+        if finite_number("decay", self.decay) < 0:
             raise ValueError(f"decay must be >= 0, got {self.decay!r}")
 
 
@@ -276,6 +278,7 @@ __all__ = [
     "PolicyParams",
     "ThompsonParams",
     "UCBParams",
+    "finite_number",
     "get_policy",
     "make_kernel",
     "params_from_dict",

@@ -30,10 +30,6 @@ class DatabaseConfigError(RuntimeError):
     """The database cannot be reached as configured; the message says what to change."""
 
 
-class NoDatabaseHere(DatabaseConfigError):
-    """No embedded PostgreSQL under the data dir, and the caller may not create one."""
-
-
 def embedded_database_url(data_dir: str | os.PathLike[str], *, create: bool = False) -> str:
     """Start (or attach to) the embedded PostgreSQL under ``data_dir`` and return its URL.
 
@@ -48,7 +44,7 @@ def embedded_database_url(data_dir: str | os.PathLike[str], *, create: bool = Fa
             f"PostgreSQL's Unix socket (max {_MAX_SOCKET_DIR}); use a shorter --data-dir"
         )
     if not create and not (pgdata / "PG_VERSION").exists():
-        raise NoDatabaseHere(
+        raise DatabaseConfigError(
             f"no banditd database under {pgdata.parent}: run this where `banditd serve` "
             "runs (its embedded PostgreSQL lives in ./.banditd), or pass --data-dir DIR or "
             "--database-url URL (env BANDITD_DATA_DIR / BANDITD_DATABASE_URL); "

@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, get_args
 
+from core_ext.policies import finite_number
+
 CheckName = Literal["error_rate", "p95_latency_ms", "arm_share", "reward_drop"]
 Status = Literal["ok", "warn", "critical", "insufficient_data"]
 Correction = Literal["bonferroni", "none"]
@@ -28,15 +30,6 @@ _RANGES: dict[CheckName, tuple[float, float]] = {
 }
 
 
-def _number(value: Any, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{what} must be a number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{what} must be finite, got {value!r}")
-    return value
-
-
 @dataclass(frozen=True, slots=True)
 class Threshold:
     """Warning and critical levels of one check: breach when value > level."""
@@ -45,8 +38,8 @@ class Threshold:
     critical: float
 
     def __post_init__(self) -> None:
-        _number(self.warning, "warning threshold")
-        _number(self.critical, "critical threshold")
+        finite_number("warning threshold", self.warning)
+        finite_number("critical threshold", self.critical)
         if self.warning > self.critical:
             raise ValueError(
                 f"warning threshold {self.warning} must be <= critical threshold {self.critical}"
@@ -84,7 +77,7 @@ class RewardDropTest:
     min_samples_per_arm: int = 1000
 
     def __post_init__(self) -> None:
-        if not 0 < _number(self.alpha, "reward_drop_test.alpha") < 0.5:
+        if not 0 < finite_number("reward_drop_test.alpha", self.alpha) < 0.5:
             raise ValueError(f"reward_drop_test.alpha must be in (0, 0.5), got {self.alpha!r}")
         if isinstance(self.min_samples_per_arm, bool) or not isinstance(
             self.min_samples_per_arm, int
@@ -169,8 +162,8 @@ class GuardrailThresholds:
                 raise ValueError(f"unknown keys in {name}: {', '.join(bad)}")
             base = defaults.for_check(name)
             kwargs[name] = Threshold(
-                _number(override.get("warning", base.warning), f"{name}.warning"),
-                _number(override.get("critical", base.critical), f"{name}.critical"),
+                finite_number(f"{name}.warning", override.get("warning", base.warning)),
+                finite_number(f"{name}.critical", override.get("critical", base.critical)),
             )
         if "reward_drop_test" in data:
             override = data["reward_drop_test"]
