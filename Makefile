@@ -5,7 +5,8 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-SOURCES := pyproject.toml setup.py $(wildcard core_ext/*.pyx core_ext/*.pxd proto/banditd/v1/*.proto)
+SOURCES := pyproject.toml setup.py clients/python/stub_build.py \
+           $(wildcard core_ext/*/*.pyx core_ext/*/*.pxd proto/banditd/v1/*.proto)
 # `make serve & make demo` starts two makes that both find .venv missing: the build
 # runs under this lock, and the make that waited finds it done (the inner make
 # re-reads the stamps once it holds the lock).
@@ -54,4 +55,4 @@ lint: $(VENV)/.test-installed
 	$(BIN)/ruff check .
 
 clean:
-	rm -rf banditd-results build *.egg-info core_ext/*.c core_ext/*.so banditd/v1/*_pb2*.py* benchmarks/results/*.json benchmarks/results/*.png
+	rm -rf banditd-results build *.egg-info core_ext/*/*.c core_ext/*/*.so banditd/v1/*_pb2*.py* banditd/v1/*.proto benchmarks/results/*.json benchmarks/results/*.png

@@ -4,35 +4,52 @@
 ``npyrandom`` and ``npymath`` static libraries so that they can draw from numpy's C
 distributions over a ``bitgen_t`` without holding the GIL (numpy's "Extending
 numpy.random via Cython" recipe). The stubs are generated from ``proto/`` into
-``banditd/v1/`` (``*_pb2.py``, ``*_pb2_grpc.py`` and mypy-protobuf ``.pyi``).
+``banditd/v1/`` by the generator the client distribution builds with too
+(``clients/python/stub_build.py``).
+
+The folders ``core_ext/``, ``server/`` and ``admin_cli/`` install as ``banditd.core_ext``
+and so on (pyproject's package-dir). Cython resolves ``cimport banditd.core_ext...``
+through its include path, so the build lays out ``build/cython-include/banditd/`` with
+``core_ext`` linked into it: the compiled modules then know their installed names.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
-from typing import ClassVar
 
 import numpy
 from Cython.Build import cythonize
-from setuptools import Command, Extension, setup
-from setuptools.command.build_py import build_py
-from setuptools.command.develop import develop
-from setuptools.command.editable_wheel import editable_wheel
+from setuptools import Extension, setup
 
 ROOT = Path(__file__).parent.resolve()
-PROTO_ROOT = ROOT / "proto"
+sys.path.insert(0, str(ROOT / "clients" / "python"))
+
+from stub_build import stub_cmdclass  # noqa: E402
 
 NUMPY_INCLUDE = numpy.get_include()
 NUMPY_RANDOM_LIB = os.path.join(NUMPY_INCLUDE, "..", "..", "random", "lib")
 NUMPY_MATH_LIB = os.path.join(NUMPY_INCLUDE, "..", "lib")
 
 
+def cython_include_tree() -> Path:
+    """``build/cython-include`` holding ``banditd/core_ext`` (a link to ``core_ext/``)."""
+    tree = ROOT / "build" / "cython-include"
+    package = tree / "banditd"
+    package.mkdir(parents=True, exist_ok=True)
+    (package / "__init__.pxd").touch()
+    link = package / "core_ext"
+    if not link.is_symlink():
+        link.symlink_to(ROOT / "core_ext", target_is_directory=True)
+    return tree
+
+
 def kernel_extensions() -> list[Extension]:
-    """One extension per ``core_ext/*.pyx``, all linked against numpy's C RNG."""
+    """One extension per ``core_ext/**/*.pyx``, all linked against numpy's C RNG."""
     extensions = [
         Extension(
-            f"core_ext.{pyx.stem}",
+            "banditd." + ".".join(pyx.relative_to(ROOT).with_suffix("").parts),
             [str(pyx.relative_to(ROOT))],
             include_dirs=[NUMPY_INCLUDE],
             library_dirs=[NUMPY_RANDOM_LIB, NUMPY_MATH_LIB],
@@ -40,10 +57,11 @@ def kernel_extensions() -> list[Extension]:
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
             extra_compile_args=["-O3"],
         )
-        for pyx in sorted((ROOT / "core_ext").glob("*.pyx"))
+        for pyx in sorted((ROOT / "core_ext").rglob("*.pyx"))
     ]
     return cythonize(
         extensions,
+        include_path=[str(cython_include_tree())],
         language_level=3,
         compiler_directives={
             "boundscheck": False,
@@ -55,63 +73,7 @@ def kernel_extensions() -> list[Extension]:
     )
 
 
-class GenerateStubs(Command):
-    """Generate ``banditd/v1`` gRPC stubs and typed ``.pyi`` files from ``proto/``."""
-
-    description = "generate gRPC/protobuf stubs from proto/"
-    user_options: ClassVar[list] = []
-
-    def initialize_options(self) -> None:
-        pass
-
-    def finalize_options(self) -> None:
-        pass
-
-    def run(self) -> None:
-        from grpc_tools import protoc
-
-        protos = sorted(str(p.relative_to(PROTO_ROOT)) for p in PROTO_ROOT.rglob("*.proto"))
-        if not protos:
-            return
-        well_known = os.path.join(os.path.dirname(protoc.__file__), "_proto")
-        args = [
-            "grpc_tools.protoc",
-            f"-I{PROTO_ROOT}",
-            f"-I{well_known}",
-            f"--python_out={ROOT}",
-            f"--grpc_python_out={ROOT}",
-            f"--mypy_out={ROOT}",
-            f"--mypy_grpc_out={ROOT}",
-            *protos,
-        ]
-        if protoc.main(args) != 0:
-            raise RuntimeError(f"protoc failed on {protos}")
-
-
-class BuildPyWithStubs(build_py):
-    def run(self) -> None:
-        self.run_command("generate_stubs")
-        super().run()
-
-
-class EditableWithStubs(editable_wheel):
-    def run(self) -> None:
-        self.run_command("generate_stubs")
-        super().run()
-
-
-class DevelopWithStubs(develop):
-    def run(self) -> None:
-        self.run_command("generate_stubs")
-        super().run()
-
-
 setup(
     ext_modules=kernel_extensions(),
-    cmdclass={
-        "generate_stubs": GenerateStubs,
-        "build_py": BuildPyWithStubs,
-        "editable_wheel": EditableWithStubs,
-        "develop": DevelopWithStubs,
-    },
+    cmdclass=stub_cmdclass(ROOT / "proto", ROOT),
 )

@@ -22,10 +22,9 @@ from typing import Any
 
 import click
 import numpy as np
+from banditd.admin_cli.stats.serialise import json_float
 from rich.console import Console
 from rich.table import Table
-
-from admin_cli.stats.serialise import json_float
 
 EXIT_FAILED, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_STATE, EXIT_DATABASE = 1, 2, 3, 4, 5
 
@@ -69,7 +68,7 @@ class Database:
 
     def resolve(self, *, create: bool) -> str:
         """The URL; ``create`` lets the embedded default initialise a new cluster."""
-        from server.database import DatabaseConfigError, resolve_database_url
+        from banditd.server.database import DatabaseConfigError, resolve_database_url
 
         try:
             return resolve_database_url(self._url, self.data_dir, create=create)
@@ -80,10 +79,9 @@ class Database:
     async def connection(self, *, check_schema: bool = True, create: bool = False):
         """A connection; fails with exit code 5 when unreachable or not migrated."""
         import asyncpg
-
-        from server.database import connect, redacted
-        from server.migrate import SchemaMismatchError
-        from server.migrate import check_schema as check
+        from banditd.server.database import connect, redacted
+        from banditd.server.migrate import SchemaMismatchError
+        from banditd.server.migrate import check_schema as check
 
         url = self.resolve(create=create)
         try:
@@ -122,8 +120,8 @@ def json_option(func: Callable) -> Callable:
 
 def run(coro: Coroutine) -> Any:
     """Run a command's coroutine, turning known failures into exit codes."""
-    from server.experiment import ExperimentConfigError
-    from server.experiment_store import ExperimentNotFound, InvalidTransition
+    from banditd.server.experiment import ExperimentConfigError
+    from banditd.server.experiment_store import ExperimentNotFound, InvalidTransition
 
     try:
         return asyncio.run(coro)

@@ -7,8 +7,7 @@ import time
 from pathlib import Path
 
 import click
-
-from admin_cli.cli_support import (
+from banditd.admin_cli.cli_support import (
     EXIT_USAGE,
     RESULTS_DIR,
     CliError,
@@ -18,11 +17,11 @@ from admin_cli.cli_support import (
     print_table,
     run,
 )
-from server.demo_experiment import DEMO_ID
+from banditd.server.demo_experiment import DEMO_ID
 
 
 def _find_movielens(path: str | None) -> Path:
-    from admin_cli.offline.movielens_fetch import DatasetUnavailable, locate_ml100k
+    from banditd.admin_cli.offline.movielens_fetch import DatasetUnavailable, locate_ml100k
 
     try:
         found = locate_ml100k(path)
@@ -40,8 +39,8 @@ def _find_movielens(path: str | None) -> Path:
 async def _experiment_arms(db, experiment_id: str, new_arms: tuple[str, ...]) -> tuple[str, ...]:
     """The arms of the running experiment ``experiment_id``, created with ``new_arms``
     when it does not exist."""
-    from server.experiment import ExperimentSpec
-    from server.experiment_store import (
+    from banditd.server.experiment import ExperimentSpec
+    from banditd.server.experiment_store import (
         ExperimentNotFound,
         change_status,
         create_experiment,
@@ -97,9 +96,7 @@ async def _experiment_arms(db, experiment_id: str, new_arms: tuple[str, ...]) ->
 def demo_command(address, seconds, wait_seconds, movielens_path, n_arms, threshold,
                  concurrency, experiment_id, out_path, seed, as_json, db) -> None:
     """Simulate MovieLens users against a running banditd and watch the policies learn."""
-    from rich.live import Live
-
-    from admin_cli.demo_simulation import (
+    from banditd.admin_cli.demo_simulation import (
         DemoStats,
         build_users,
         drive,
@@ -108,7 +105,8 @@ def demo_command(address, seconds, wait_seconds, movielens_path, n_arms, thresho
         top_movie_arms,
         wait_until_serving,
     )
-    from admin_cli.offline.movielens import MovieLensFormatError, read_movielens
+    from banditd.admin_cli.offline.movielens import MovieLensFormatError, read_movielens
+    from rich.live import Live
 
     path = _find_movielens(movielens_path)
     try:

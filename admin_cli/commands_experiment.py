@@ -8,8 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import click
-
-from admin_cli.cli_support import (
+from banditd.admin_cli.cli_support import (
     EXIT_USAGE,
     CliError,
     database_options,
@@ -19,8 +18,8 @@ from admin_cli.cli_support import (
     print_table,
     run,
 )
-from server.experiment import Experiment, ExperimentConfigError, ExperimentSpec
-from server.experiment_store import (
+from banditd.server.experiment import Experiment, ExperimentConfigError, ExperimentSpec
+from banditd.server.experiment_store import (
     change_status,
     create_experiment,
     events,

@@ -9,7 +9,7 @@
 - ``evaluate ID``: off-policy estimates (IPS, SNIPS, DM, DR) of candidate policies
   on an experiment's logged decisions.
 
-Exit codes follow :mod:`admin_cli.cli_support`: 1 run-time failure, 2 bad input
+Exit codes follow :mod:`banditd.admin_cli.cli_support`: 1 run-time failure, 2 bad input
 (usage, or a file that is not MovieLens), 3 unknown experiment or dataset, 5
 database unreachable or not migrated.
 """
@@ -24,18 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-
-from admin_cli.cli_support import (
+from banditd.admin_cli.cli_support import (
     EXIT_NOT_FOUND,
     EXIT_USAGE,
     RESULTS_DIR,
@@ -51,7 +40,17 @@ from admin_cli.cli_support import (
     run,
     warn,
 )
-from admin_cli.commands_experiment import parse_policy_params
+from banditd.admin_cli.commands_experiment import parse_policy_params
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 DEFAULT_REPLAY_POLICIES = "thompson,ucb,egreedy,control"
 
@@ -72,7 +71,7 @@ def _interval(low: float | None, high: float | None, digits: int = 4) -> str:
 def _kernel_policies(option: str, names: tuple[str, ...], extra: tuple[str, ...] = ()) -> None:
     """BadParameter unless every name is a core_ext policy (or one of ``extra``)."""
     try:
-        from admin_cli.offline.replay import policy_names
+        from banditd.admin_cli.offline.replay import policy_names
 
         known = policy_names()
     except ImportError as exc:  # the extension modules are not built
@@ -92,7 +91,7 @@ def _kernel_policies(option: str, names: tuple[str, ...], extra: tuple[str, ...]
 
 
 def _check_params(params: dict[str, dict[str, Any]], policies: tuple[str, ...]) -> None:
-    from core_ext.policies import params_from_dict
+    from banditd.core_ext.policies import params_from_dict
 
     for policy, raw in params.items():
         if policy not in policies:
@@ -140,7 +139,7 @@ def _file_progress(progress: Progress | None) -> Callable[[Path, int, int], None
 
 def _read_files(path: Path, quiet: bool):
     """Read a MovieLens source with a progress bar; malformed input → exit 2."""
-    from admin_cli.offline.movielens import MovieLensFormatError, read_movielens
+    from banditd.admin_cli.offline.movielens import MovieLensFormatError, read_movielens
 
     try:
         with _progress(not quiet, DownloadColumn()) as progress:
@@ -172,7 +171,7 @@ def load_movielens_command(
     (NAME.inter + NAME.item); the format is detected. All or nothing: a malformed
     file or a failed write leaves the database as it was.
     """
-    from admin_cli.offline.movielens_store import (
+    from banditd.admin_cli.offline.movielens_store import (
         default_dataset_name,
         load_dataset,
         validate_dataset_name,
@@ -273,9 +272,13 @@ def replay_command(
     learning from kept events only; its reward rate over kept events estimates its
     online reward rate without bias because the log is uniformly random.
     """
-    from admin_cli.offline.bandit_problem import ProblemConfig, StreamConfig, problem_from_data
-    from admin_cli.offline.plots import plot_replay
-    from admin_cli.offline.replay import ReplayConfig, core_ext_factory, run_replay
+    from banditd.admin_cli.offline.bandit_problem import (
+        ProblemConfig,
+        StreamConfig,
+        problem_from_data,
+    )
+    from banditd.admin_cli.offline.plots import plot_replay
+    from banditd.admin_cli.offline.replay import ReplayConfig, core_ext_factory, run_replay
 
     if (dataset is None) == (source_path is None):
         raise click.UsageError("give exactly one of --dataset NAME or --path PATH")
@@ -324,8 +327,8 @@ def replay_command(
 
 
 def _problem_from_database(db, dataset: str, problem_config):
-    from admin_cli.offline.bandit_problem import build_problem
-    from admin_cli.offline.movielens_store import DatasetNotFoundError, fetch_arm_counts
+    from banditd.admin_cli.offline.bandit_problem import build_problem
+    from banditd.admin_cli.offline.movielens_store import DatasetNotFoundError, fetch_arm_counts
 
     async def fetch():
         async with db.connection() as conn:
@@ -407,8 +410,8 @@ def evaluate_command(
     importance weights. Each candidate is scored as the arm distribution it would
     play after learning from the log (2-fold cross-fitted).
     """
-    from admin_cli.offline.estimators import EstimationConfig
-    from admin_cli.offline.evaluate import (
+    from banditd.admin_cli.offline.estimators import EstimationConfig
+    from banditd.admin_cli.offline.evaluate import (
         FIXED_CANDIDATES,
         EvaluateConfig,
         evaluate_experiment,

@@ -10,8 +10,7 @@ from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 import click
-
-from admin_cli.cli_support import (
+from banditd.admin_cli.cli_support import (
     EXIT_FAILED,
     EXIT_USAGE,
     CliError,
@@ -21,7 +20,7 @@ from admin_cli.cli_support import (
     print_table,
     run,
 )
-from admin_cli.commands_experiment import experiment_group
+from banditd.admin_cli.commands_experiment import experiment_group
 
 STATUS_ICONS = {"ok": "OK", "warn": "WARN", "critical": "FAIL", "insufficient_data": "n/a"}
 
@@ -43,7 +42,7 @@ def _fmt(value: Any, digits: int = 4) -> str:
 @json_option
 def summary_command(experiment_id: str, db, as_json: bool) -> None:
     """Traffic split, users, reward rate with CI per policy, guardrails, time left."""
-    from admin_cli.summary import experiment_summary
+    from banditd.admin_cli.summary import experiment_summary
 
     async def fetch():
         async with db.connection() as conn:
@@ -111,7 +110,7 @@ def _nest(items: tuple[str, ...], what: str) -> dict[str, Any]:
 @json_option
 def set_command(experiment_id, traffic, guardrails, criteria, reason, db, as_json) -> None:
     """Change traffic, guardrail thresholds or decision criteria (audited)."""
-    from server.experiment_store import update_settings
+    from banditd.server.experiment_store import update_settings
 
     if traffic is None and not guardrails and not criteria:
         raise click.UsageError("nothing to change: give --traffic, --guardrail or --criterion")
@@ -143,7 +142,7 @@ def set_command(experiment_id, traffic, guardrails, criteria, reason, db, as_jso
 @json_option
 def rollback_command(experiment_id, reason, attempts, db, as_json) -> None:
     """Roll back now: every server moves the experiment's users to control within 1 s."""
-    from admin_cli.guardrails import RollbackFailed, rollback_with_retry
+    from banditd.admin_cli.guardrails import RollbackFailed, rollback_with_retry
 
     try:
         experiment = run(rollback_with_retry(db.url, experiment_id, reason, attempts=attempts))
@@ -178,8 +177,8 @@ def guardrails_check(experiment_id, window, rollback, log_dir, db, as_json) -> N
     """Run the four checks now, record the run, print value/threshold/status per check.
 
     Exits 1 when a check is critical (or a rollback failed)."""
-    from admin_cli.guardrails import RollbackFailed, run_guardrail_job
-    from server import logs
+    from banditd.admin_cli.guardrails import RollbackFailed, run_guardrail_job
+    from banditd.server import logs
 
     logs.configure(log_dir, console=False)
     try:
@@ -212,7 +211,7 @@ def guardrails_check(experiment_id, window, rollback, log_dir, db, as_json) -> N
 @json_option
 def decide_command(experiment_id, db, as_json) -> None:
     """Ship / iterate / kill per bandit policy vs control, with always-valid statistics."""
-    from admin_cli.decision_engine import overall_recommendation, run_decision
+    from banditd.admin_cli.decision_engine import overall_recommendation, run_decision
 
     async def analyse():
         async with db.connection() as conn:
@@ -297,8 +296,8 @@ def status_command(redis_url, stale_after, db, as_json) -> None:
 
 
 async def _status_checks(db, redis_url: str | None, stale_after: float) -> list[dict]:
-    from server.database import connect
-    from server.migrate import SCHEMA_VERSION, current_version
+    from banditd.server.database import connect
+    from banditd.server.migrate import SCHEMA_VERSION, current_version
 
     checks: list[dict] = []
 
@@ -371,8 +370,8 @@ async def _status_checks(db, redis_url: str | None, stale_after: float) -> list[
 @database_options
 def scheduler_command(guardrail_every, decision_at, window, log_dir, db) -> None:
     """Run the guardrail job and the daily decision engine until SIGTERM."""
-    from admin_cli.scheduler import Schedule, run_scheduler
-    from server import logs
+    from banditd.admin_cli.scheduler import Schedule, run_scheduler
+    from banditd.server import logs
 
     try:
         at = time.fromisoformat(decision_at)

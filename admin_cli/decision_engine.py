@@ -4,7 +4,7 @@ The unit of analysis is the user (observations are then independent even when
 users return): each user's outcome is the sum of the rewards of their
 decisions, and a user belongs to the day of their first decision. Day 0 is the
 experiment's start day; the cumulative days are the looks of the sequential
-test (``admin_cli.stats.decision``). Users are counted per policy from the
+test (``banditd.admin_cli.stats.decision``). Users are counted per policy from the
 decision log for the sample-ratio-mismatch test.
 
 The guardrail state fed to the engine comes from the stored guardrail runs:
@@ -18,10 +18,9 @@ from __future__ import annotations
 from collections import defaultdict
 
 import asyncpg
-
-from admin_cli.stats.decision import DecisionCriteria, DecisionReport, PolicyData, decide
-from admin_cli.stats.sufficient import SampleStats
-from server.experiment_store import get_experiment
+from banditd.admin_cli.stats.decision import DecisionCriteria, DecisionReport, PolicyData, decide
+from banditd.admin_cli.stats.sufficient import SampleStats
+from banditd.server.experiment_store import get_experiment
 
 _FAILING_RUNS = 3
 

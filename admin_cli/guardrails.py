@@ -14,7 +14,7 @@ What each check reads (window = the last ``window_seconds``, default 5 minutes):
 - reward drop: reward statistics per policy over rewards committed in the window.
 
 The pure judgement (thresholds, confidence bounds, the rollback rule) is in
-``admin_cli.stats.guardrail_rules``. Every run is stored in ``guardrail_runs``;
+``banditd.admin_cli.stats.guardrail_rules``. Every run is stored in ``guardrail_runs``;
 every critical check appends ``GUARDRAIL FAIL <experiment> <check> value=...
 threshold=...`` to ``guardrails.log`` (warnings: ``GUARDRAIL WARN ...``).
 """
@@ -26,8 +26,7 @@ import logging
 from dataclasses import dataclass, field
 
 import asyncpg
-
-from admin_cli.stats.guardrail_rules import (
+from banditd.admin_cli.stats.guardrail_rules import (
     CheckResult,
     GuardrailInputs,
     GuardrailThresholds,
@@ -35,10 +34,10 @@ from admin_cli.stats.guardrail_rules import (
     rollback_decision,
     run_checks,
 )
-from admin_cli.stats.sufficient import SampleStats
-from server.database import connect
-from server.experiment import Experiment
-from server.experiment_store import InvalidTransition, change_status, get_experiment
+from banditd.admin_cli.stats.sufficient import SampleStats
+from banditd.server.database import connect
+from banditd.server.experiment import Experiment
+from banditd.server.experiment_store import InvalidTransition, change_status, get_experiment
 
 log = logging.getLogger("banditd.guardrails")
 

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import click
-
-from admin_cli.cli_support import database_options, print_json, run
-from admin_cli.commands_demo import demo_command
-from admin_cli.commands_experiment import experiment_group, launch_command
-from admin_cli.commands_offline import OFFLINE_COMMANDS
-from admin_cli.commands_ops import (
+from banditd.admin_cli.cli_support import database_options, print_json, run
+from banditd.admin_cli.commands_demo import demo_command
+from banditd.admin_cli.commands_experiment import experiment_group, launch_command
+from banditd.admin_cli.commands_offline import OFFLINE_COMMANDS
+from banditd.admin_cli.commands_ops import (
     decide_command,
     guardrails_group,
     rollback_command,
     scheduler_command,
     status_command,
 )
-from server import __version__
+from banditd.server import __version__
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -32,7 +31,7 @@ def migrate_command(db, as_json: bool) -> None:
 
     The one banditctl command that initialises a new embedded database under
     --data-dir when none is there."""
-    from server.migrate import SCHEMA_VERSION, migrate
+    from banditd.server.migrate import SCHEMA_VERSION, migrate
 
     async def apply():
         async with db.connection(check_schema=False, create=True) as conn:

@@ -4,7 +4,7 @@ Each is a plain function taking a database URL (``None``: the embedded
 PostgreSQL under ``data_dir``) and an experiment id, and returning a dict::
 
     python -c "
-    from admin_cli.runbook import rollback_experiment
+    from banditd.admin_cli.runbook import rollback_experiment
     print(rollback_experiment('postgresql://db/banditd', 'bandit-test-v1-3f2a9c', reason='...'))
     "
 
@@ -16,11 +16,15 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from admin_cli.cli_support import to_jsonable
-from admin_cli.guardrails import DEFAULT_WINDOW_SECONDS, check_guardrails, rollback_with_retry
-from admin_cli.summary import experiment_summary
-from server.database import connect, resolve_database_url
-from server.experiment_store import current_actor
+from banditd.admin_cli.cli_support import to_jsonable
+from banditd.admin_cli.guardrails import (
+    DEFAULT_WINDOW_SECONDS,
+    check_guardrails,
+    rollback_with_retry,
+)
+from banditd.admin_cli.summary import experiment_summary
+from banditd.server.database import connect, resolve_database_url
+from banditd.server.experiment_store import current_actor
 
 
 def _url(database_url: str | None, data_dir: str | None) -> str:
@@ -63,7 +67,7 @@ def analyze_experiment_decision(
     database_url: str | None, experiment_id: str, *, data_dir: str | None = None
 ) -> dict[str, Any]:
     """Ship / iterate / kill per bandit policy vs control, recorded like `banditctl decide`."""
-    from admin_cli.decision_engine import run_decision
+    from banditd.admin_cli.decision_engine import run_decision
 
     url = _url(database_url, data_dir)
     report = asyncio.run(_with_conn(url, lambda c: run_decision(c, experiment_id)))

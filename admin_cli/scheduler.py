@@ -19,11 +19,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 
 import asyncpg
-
-from admin_cli.decision_engine import run_decision
-from admin_cli.guardrails import run_guardrail_job
-from server.database import connect
-from server.experiment_store import change_status, current_actor
+from banditd.admin_cli.decision_engine import run_decision
+from banditd.admin_cli.guardrails import run_guardrail_job
+from banditd.server.database import connect
+from banditd.server.experiment_store import change_status, current_actor
 
 log = logging.getLogger("banditd.workers")
 
@@ -112,7 +111,7 @@ async def guardrail_job(url: str, conn: asyncpg.Connection, schedule: Schedule) 
 
 
 async def decision_job(conn: asyncpg.Connection) -> str:
-    from admin_cli.decision_engine import overall_recommendation
+    from banditd.admin_cli.decision_engine import overall_recommendation
 
     parts = []
     for experiment_id in await running_experiments(conn):

@@ -2,7 +2,7 @@
 
 Per policy: configured vs actual share of users, users and decisions, reward
 rate with a 95 % confidence interval (Wilson for 0/1 rewards, t otherwise;
-``admin_cli.stats.intervals``), cumulative reward; plus the latest guardrail
+``banditd.admin_cli.stats.intervals``), cumulative reward; plus the latest guardrail
 run and the time left.
 """
 
@@ -12,11 +12,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
-
-from admin_cli.stats.intervals import Interval, reward_interval
-from admin_cli.stats.sufficient import SampleStats
-from server.experiment import Experiment, utcnow
-from server.experiment_store import get_experiment
+from banditd.admin_cli.stats.intervals import Interval, reward_interval
+from banditd.admin_cli.stats.sufficient import SampleStats
+from banditd.server.experiment import Experiment, utcnow
+from banditd.server.experiment_store import get_experiment
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,7 @@
 Setup. Binary rewards, control rate 10 %, 14 daily looks, a fixed daily
 traffic per arm; every experiment is simulated as per-day binomial counts.
 
-* A/A — both arms at 10 %. The engine (``admin_cli.stats.decision.decide``, run on the
+* A/A — both arms at 10 %. The engine (``banditd.admin_cli.stats.decision.decide``, run on the
   full daily series, so its running-minimum p-value covers all 14 looks) flags an
   experiment when its always-valid p-value ≤ α. Beside it: the naive daily z-test
   (|Δ̂|/SE > z₀.₉₇₅ at any of the 14 looks) and the fixed-horizon z-test at day 14 only.
@@ -17,7 +17,7 @@ traffic per arm; every experiment is simulated as per-day binomial counts.
   on a true 50/50 assignment.
 
 The per-day curves use the same vectorised mSPRT core as the engine
-(``admin_cli.stats.sequential``); the study checks that the engine and the core flag
+(``banditd.admin_cli.stats.sequential``); the study checks that the engine and the core flag
 exactly the same A/A experiments.
 
 Targets: engine FPR ≤ 5 % + 3 SE; SRM detection ≥ 99 %. ``--short`` (CI) runs
@@ -38,18 +38,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import stats as sps
-
-from admin_cli.stats.decision import DecisionCriteria, PolicyData, decide
-from admin_cli.stats.sequential import (
+from banditd.admin_cli.stats.decision import DecisionCriteria, PolicyData, decide
+from banditd.admin_cli.stats.sequential import (
     always_valid_halfwidth,
     look_p_value,
     required_variance,
     running_p_value,
     tau2_from_mde,
 )
-from admin_cli.stats.srm import srm_test
-from admin_cli.stats.sufficient import SampleStats, pool
+from banditd.admin_cli.stats.srm import srm_test
+from banditd.admin_cli.stats.sufficient import SampleStats, pool
+from scipy import stats as sps
 
 NAME = "decision"
 RESULTS_DIR = Path(__file__).resolve().parent / "results"

@@ -7,7 +7,7 @@ for K in 10, 100, 1000, nanoseconds per call of
   (all arms, propensity cache warm), a Python-level call with the state in place;
 - ``update_ns``: ``policy.update(arm, reward)``;
 - ``raw_beta_draws_ns``: the floor, K numpy C ``random_beta`` draws with the same
-  posterior parameters in a tight C loop (``core_ext._thompson.raw_beta_draws``);
+  posterior parameters in a tight C loop (``banditd.core_ext.policies._thompson.raw_beta_draws``);
   ``thompson_over_raw`` is the median ratio of alternating select / floor batches;
 - ``numpy_thompson_ns``: ``Generator.beta(a, b).argmax()``;
 - ``mabwiser_{thompson,ucb,egreedy}_predict_ns`` and ``mabwiser_partial_fit_ns`` (one
@@ -64,7 +64,7 @@ def time_select_and_floor(select: Callable[[], object], k: int, rng, a: np.ndarr
     """(select ns, floor ns, median of per-pair ratios). The floor is one round of K raw
     Beta draws in C, timed over many rounds in one call. Select and floor batches
     alternate, so a change in machine load hits both sides of each ratio."""
-    from core_ext._thompson import raw_beta_draws
+    from banditd.core_ext.policies._thompson import raw_beta_draws
 
     n = _batch_size(select, batch_s)
     reps = max(1, int(batch_s * 1e9 / (30.0 * k)))   # ~30 ns per draw
@@ -87,7 +87,7 @@ def state(k: int, seed: int = 11) -> tuple[np.ndarray, np.ndarray]:
 
 
 def bench_k(k: int, batch_s: float, batches: int) -> dict[str, float]:
-    from core_ext import EpsilonGreedyPolicy, Rng, ThompsonPolicy, UCB1Policy
+    from banditd.core_ext.policies import EpsilonGreedyPolicy, Rng, ThompsonPolicy, UCB1Policy
 
     pulls, reward_sum = state(k)
     rng = Rng(seed=k)

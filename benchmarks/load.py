@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from banditd.server.database import create_database, drop_database
+
 from benchmarks import load_harness, load_phases, load_report
 from benchmarks.load_harness import (
     BENCH_DB_PREFIX,
@@ -43,7 +45,6 @@ from benchmarks.load_harness import (
 )
 from benchmarks.load_phases import BATCH_USERS, ServerPair, Settings
 from benchmarks.load_report import BUDGET_P95_MS, budget_contended
-from server.database import create_database, drop_database
 
 ADMIN_URL = os.environ.get(
     "BANDITD_BENCH_PG_URL",
@@ -96,7 +97,7 @@ async def run(settings: Settings, log_dir: Path) -> dict[str, Any]:
     default under a temporary data dir."""
     if not settings.embedded:
         return await run_on(settings, log_dir, ADMIN_URL)
-    from server.database import embedded_database_url
+    from banditd.server.database import embedded_database_url
 
     data_dir = Path(tempfile.mkdtemp(prefix="banditd-bench-"))
     try:

@@ -23,7 +23,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from banditd.v1 import decision_pb2, decision_pb2_grpc
 
-# Same shape as banditd's answers: ``d`` + base64url of 38 bytes (see server.decision_id).
+# Same shape as banditd's answers: ``d`` + base64url of 38 bytes (see banditd.server.decision_id).
 CANNED_DECISION_ID = "d" + "A" * 52
 
 
@@ -66,7 +66,7 @@ async def serve(host: str, port: int) -> None:
     if bound == 0:
         raise SystemExit(f"cannot bind {host}:{port}")
     await server.start()
-    # Configured like banditd (``server.app._freeze_startup_objects``): start-up objects
+    # Configured like banditd (``banditd.server.app._freeze_startup_objects``): start-up objects
     # out of the cyclic GC's reach, so that a full collection costs the floor no more
     # than it costs banditd.
     gc.collect()

@@ -43,10 +43,10 @@ STEAL_WARN_CORES = 0.1
 
 async def prepare_database(url: str, arms: tuple[str, ...]) -> None:
     """Schema plus one running experiment with the four policies."""
-    from server.database import connect
-    from server.experiment import ExperimentSpec
-    from server.experiment_store import change_status, create_experiment
-    from server.migrate import migrate
+    from banditd.server.database import connect
+    from banditd.server.experiment import ExperimentSpec
+    from banditd.server.experiment_store import change_status, create_experiment
+    from banditd.server.migrate import migrate
 
     conn = await connect(url)
     try:
@@ -62,7 +62,7 @@ async def prepare_database(url: str, arms: tuple[str, ...]) -> None:
 def stop_embedded(data_dir: Path) -> None:
     """Stop the embedded PostgreSQL this process started (banditd has exited), then
     remove its data directory."""
-    from server import database
+    from banditd.server import database
 
     pgdata = (data_dir / "pgdata").resolve()
     server = database._embedded_servers.pop(pgdata, None)
@@ -159,7 +159,7 @@ def start_banditd(url: str | None, log_dir: Path, *, root: Path = ROOT,
     from the checkout ``root`` (``--server-root``: before/after comparisons). Given
     ``admin_url``, its PostgreSQL backends count in the CPU accounting."""
     port = _free_port()
-    cmd = [sys.executable, "-m", "server.main", "serve", "--port", str(port),
+    cmd = [sys.executable, "-m", "banditd.server.main", "serve", "--port", str(port),
            "--metrics-port", "0", "--log-dir", str(log_dir), "--grace", "5"]
     cmd += ["--database-url", url] if url else ["--data-dir", str(data_dir)]
     backends = (admin_url, url) if admin_url and url else None

@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from banditd.server.database import create_database, drop_database
 
 from benchmarks.load_client import RunResult, Target, closed_loop, open_loop
 from benchmarks.load_harness import (
@@ -64,7 +65,6 @@ from benchmarks.load_harness import (
     process_memory,
     start_banditd,
 )
-from server.database import create_database, drop_database
 
 BATCH_USERS = 100
 LOAD_LEVELS = (0.25, 0.50, 0.75)
@@ -411,8 +411,7 @@ async def asyncpg_commit(url: str, decision_ids: list[str], *, concurrency: int,
                          duration: float, group: bool) -> dict[str, Any]:
     """The reward rows committed by bare asyncpg at ``concurrency`` (see module doc)."""
     import asyncpg
-
-    from server.database import connect
+    from banditd.server.database import connect
 
     setup = await connect(url)
     table = f"bench_commit_{'group' if group else 'row'}"
@@ -521,8 +520,8 @@ async def memory_case(admin_url: str, log_dir: Path, root: Path, *, experiments:
                       arms: int, distinct_arms: bool) -> dict[str, Any]:
     """Start a fresh server (from the checkout ``root``) over ``experiments`` running
     experiments of ``arms`` arms."""
-    from server.database import connect
-    from server.migrate import migrate
+    from banditd.server.database import connect
+    from banditd.server.migrate import migrate
 
     url = await create_database(admin_url, BENCH_DB_PREFIX)
     server = None

@@ -69,7 +69,7 @@ def lai_robbins_bound(means: Sequence[float], horizon: float) -> float:
 
 def make_policy(name: str, k: int, seed: int | Sequence[int]):
     """A fresh kernel of policy ``name`` over new zero statistics (default parameters)."""
-    from core_ext import EpsilonGreedyPolicy, Rng, ThompsonPolicy, UCB1Policy
+    from banditd.core_ext.policies import EpsilonGreedyPolicy, Rng, ThompsonPolicy, UCB1Policy
 
     builders: dict[str, Callable] = {
         "thompson": ThompsonPolicy,

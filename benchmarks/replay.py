@@ -18,7 +18,7 @@ The figures are compared with two baselines of the same run and data: uniform pl
 
 ``python -m benchmarks.replay [--short] [--path DIR]`` reads ml-100k from ``--path``,
 else ``$BANDITD_MOVIELENS``, else ``../shared/data/ml-100k``, else a copy fetched once
-from the ``recbole==1.2.1`` wheel on PyPI (``admin_cli.offline.movielens_fetch``); writes
+from the ``recbole==1.2.1`` wheel on PyPI (``banditd.admin_cli.offline.movielens_fetch``); writes
 ``benchmarks/results/replay.json`` and ``replay.png``.
 """
 
@@ -61,8 +61,12 @@ def studies(short: bool) -> tuple[Study, ...]:
 
 
 def run_study(data, study: Study, seed: int):
-    from admin_cli.offline.bandit_problem import ProblemConfig, StreamConfig, problem_from_data
-    from admin_cli.offline.replay import ReplayConfig, run_replay
+    from banditd.admin_cli.offline.bandit_problem import (
+        ProblemConfig,
+        StreamConfig,
+        problem_from_data,
+    )
+    from banditd.admin_cli.offline.replay import ReplayConfig, run_replay
 
     problem = problem_from_data(data, ProblemConfig(study.arms, study.arm_kind, 4.0))
     config = ReplayConfig(policies=POLICIES, runs=study.runs, seed=seed,
@@ -139,9 +143,10 @@ def check_targets(study: Study, result) -> list[tuple[str, bool, str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from admin_cli.offline.movielens import MovieLensFormatError, read_movielens
-    from admin_cli.offline.movielens_fetch import DatasetUnavailable, locate_ml100k
-    from admin_cli.offline.plots import plot_replay_panels
+    from banditd.admin_cli.offline.movielens import MovieLensFormatError, read_movielens
+    from banditd.admin_cli.offline.movielens_fetch import DatasetUnavailable, locate_ml100k
+    from banditd.admin_cli.offline.plots import plot_replay_panels
+
     from benchmarks.report import RESULTS_DIR, print_target, write_report
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.replay", description=__doc__,

@@ -1,83 +1,34 @@
-"""banditd's Cython decision kernels.
+"""banditd's compiled core, in three rooms.
 
-Policies work on caller-owned per-arm statistics (``pulls``, ``reward_sum``: float64,
-C-contiguous, length K) and return ``(arm_index, propensity)`` from ``select``::
+- :mod:`banditd.core_ext.policies`: the bandit kernels (Thompson sampling, UCB1,
+  ε-greedy, control) over caller-owned per-arm statistics, their RNG, and the policy
+  table (names, wire codes, validated parameters). Replay and off-policy evaluation
+  use this room alone.
+- :mod:`banditd.core_ext.codecs`: the server's byte formats: the hand-written
+  protobuf codec of Select/Reward, the binary COPY encoder of the decision log, and
+  the signed decision ids.
+- :mod:`banditd.core_ext.decider`: one Select in one C call (assignment hashing, the
+  policy's choice, the signed id, the log row), joining the other two rooms.
 
-    from core_ext import Rng, ThompsonPolicy
-    pulls, reward_sum = np.zeros(3), np.zeros(3)
-    policy = ThompsonPolicy(pulls, reward_sum, Rng(seed=7))
-    arm, propensity = policy.select()           # or select(np.array([0, 2], dtype=np.intp))
-    policy.update(arm, 1.0)
-
-There is no pure-Python fallback: a missing extension is a build problem and fails
-loudly with the command that fixes it.
+Importing this package loads nothing compiled; each room loads its own extensions on
+import, so an offline tool never pays for the server's codecs. There is no
+pure-Python fallback: a missing extension is a build problem and fails loudly with the
+command that fixes it.
 """
 
 from __future__ import annotations
 
 import importlib
-
-_MODULES = (
-    "_rng", "_arms", "_thompson", "_ucb", "_egreedy", "_control", "_hashing", "_signing",
-    "_decision_rows", "_decide", "_wire",
-)
+from types import ModuleType
 
 
-def _load(name: str):
+def load_compiled(module: str) -> ModuleType:
+    """Import the compiled extension ``module`` (a full dotted name); ImportError naming
+    the build command when it was never built."""
     try:
-        return importlib.import_module(f"{__name__}.{name}")
+        return importlib.import_module(module)
     except ImportError as exc:
         raise ImportError(
-            f"banditd's compiled kernels are missing (core_ext.{name}); "
+            f"banditd's compiled kernels are missing ({module}); "
             "build them with `pip install -e .` (or `make test`)"
         ) from exc
-
-
-(_rng, _arms, _thompson, _ucb, _egreedy, _control, _hashing, _signing, _decision_rows,
- _decide, _wire) = (_load(m) for m in _MODULES)
-
-Rng = _rng.Rng
-PolicyBase = _arms.PolicyBase
-ThompsonPolicy = _thompson.ThompsonPolicy
-UCB1Policy = _ucb.UCB1Policy
-EpsilonGreedyPolicy = _egreedy.EpsilonGreedyPolicy
-ControlPolicy = _control.ControlPolicy
-hash64 = _hashing.hash64
-assignment_bucket = _hashing.assignment_bucket
-BUCKETS: int = _hashing.BUCKETS
-DecisionSigner = _signing.DecisionSigner
-decision_key_id = _signing.key_id_of
-DECISION_ID_LENGTH: int = _signing.ENCODED_LENGTH
-Decider = _decide.Decider
-DecisionRows = _decision_rows.DecisionRows
-DECISION_COLUMNS: tuple[str, ...] = _decision_rows.COLUMNS
-COPY_HEADER: bytes = _decision_rows.COPY_HEADER
-COPY_TRAILER: bytes = _decision_rows.COPY_TRAILER
-WireFormatError = _wire.WireFormatError
-parse_select_request = _wire.parse_select_request
-parse_reward_request = _wire.parse_reward_request
-select_response = _wire.select_response
-
-__all__ = [
-    "BUCKETS",
-    "COPY_HEADER",
-    "COPY_TRAILER",
-    "DECISION_COLUMNS",
-    "DECISION_ID_LENGTH",
-    "ControlPolicy",
-    "Decider",
-    "DecisionRows",
-    "DecisionSigner",
-    "EpsilonGreedyPolicy",
-    "PolicyBase",
-    "Rng",
-    "ThompsonPolicy",
-    "UCB1Policy",
-    "WireFormatError",
-    "assignment_bucket",
-    "decision_key_id",
-    "hash64",
-    "parse_reward_request",
-    "parse_select_request",
-    "select_response",
-]

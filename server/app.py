@@ -21,27 +21,27 @@ import socket
 from dataclasses import dataclass
 
 import grpc
+from banditd.core_ext.policies import Rng
+from banditd.server import __version__
+from banditd.server.change_feed import ChangeFeed
+from banditd.server.database import resolve_database_url, wait_for_pool
+from banditd.server.decision_id import DecisionIdCodec
+from banditd.server.decision_log import DecisionLog
+from banditd.server.default_rewards import DefaultRewardWorker
+from banditd.server.demo_experiment import ensure_demo
+from banditd.server.heartbeat import Heartbeat
+from banditd.server.metrics import METRICS
+from banditd.server.migrate import check_schema, migrate
+from banditd.server.propensity import PropensityRefresher
+from banditd.server.registry import Registry
+from banditd.server.replica_sync import ReplicaSync
+from banditd.server.reward_commit import RewardCommitter
+from banditd.server.servicer import DecisionServicer, add_to_server
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
 from banditd.v1 import decision_pb2
-from core_ext import Rng
-from server import __version__
-from server.change_feed import ChangeFeed
-from server.database import resolve_database_url, wait_for_pool
-from server.decision_id import DecisionIdCodec
-from server.decision_log import DecisionLog
-from server.default_rewards import DefaultRewardWorker
-from server.demo_experiment import ensure_demo
-from server.heartbeat import Heartbeat
-from server.metrics import METRICS
-from server.migrate import check_schema, migrate
-from server.propensity import PropensityRefresher
-from server.registry import Registry
-from server.replica_sync import ReplicaSync
-from server.reward_commit import RewardCommitter
-from server.servicer import DecisionServicer, add_to_server
 
 log = logging.getLogger("banditd.app")
 

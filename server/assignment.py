@@ -1,9 +1,9 @@
 """Deterministic assignment: hash(salt, user) -> in traffic or not -> policy.
 
 One 64-bit XXH64 hash ``h`` of ``utf8(salt) | 0x1F | utf8(user_id)`` (the kernels'
-``core_ext.hash64``) gives two buckets in [0, 10000):
+``banditd.core_ext.decider.hash64``) gives two buckets in [0, 10000):
 
-- ``traffic_bucket = h mod 10000`` (the same value ``core_ext.assignment_bucket``
+- ``traffic_bucket = h mod 10000`` (the same value ``banditd.core_ext.decider.assignment_bucket``
   returns): the user is inside the experiment iff ``traffic_bucket < traffic_pct * 10000``;
 - ``policy_bucket = (h div 10000) mod 10000``: the policy is the first whose
   cumulative split share exceeds ``policy_bucket / 10000``.
@@ -13,8 +13,9 @@ Using different digits of one hash keeps the two choices independent, so changin
 to another. No lookup and no state: the same user gets the same policy on every
 replica and after every restart.
 
-The decision itself runs in C (``core_ext.Decider``); this module builds the tables it
-reads. ``tests/server/test_assignment.py`` checks the C path against the formulas
+The decision itself runs in C (``banditd.core_ext.decider.Decider``); this module
+builds the tables it reads. ``tests/server/test_assignment.py`` checks the C path
+against the formulas
 above, written there a second time in Python on purpose, as the test's oracle.
 """
 
@@ -23,7 +24,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 
-from core_ext import BUCKETS
+from banditd.core_ext.decider import BUCKETS
 
 SEPARATOR = b"\x1f"
 

@@ -13,8 +13,7 @@ import sys
 
 import click
 import grpc
-
-from server.quickstart import DEFAULT_ADDRESS
+from banditd.server.quickstart import DEFAULT_ADDRESS
 
 _EXIT_CODES = {
     grpc.StatusCode.INVALID_ARGUMENT: 2,

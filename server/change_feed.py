@@ -1,6 +1,6 @@
 """Experiment changes reach the server within a second: LISTEN/NOTIFY plus polling.
 
-Every life-cycle change (``server.experiment_store``) sends ``NOTIFY
+Every life-cycle change (``banditd.server.experiment_store``) sends ``NOTIFY
 banditd_experiments, '<id>'`` at commit; the feed reloads that experiment into the
 registry as soon as the notification arrives. Because a notification can be
 missed (connection dropped, server restarted in between), the feed also polls
@@ -16,10 +16,10 @@ import logging
 import time
 from datetime import timedelta
 
-from server.database import connect
-from server.experiment_store import CHANNEL, load_changed_since
-from server.metrics import METRICS
-from server.registry import Registry
+from banditd.server.database import connect
+from banditd.server.experiment_store import CHANNEL, load_changed_since
+from banditd.server.metrics import METRICS
+from banditd.server.registry import Registry
 
 log = logging.getLogger("banditd.app")
 

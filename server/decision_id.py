@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from core_ext import DECISION_ID_LENGTH, DecisionSigner, decision_key_id
+from banditd.core_ext.codecs import DECISION_ID_LENGTH, DecisionSigner, decision_key_id
 
 ENCODED_LENGTH = DECISION_ID_LENGTH
 
@@ -59,8 +59,9 @@ class DecisionIdCodec:
     def signer(self, counter: int = 0) -> DecisionSigner:
         """A signer of new ids under the current key, numbering them from ``counter``.
 
-        ``core_ext.DecisionSigner`` builds the payload, its MAC and the base64url text
-        in one C call (the Select hot path). Tests check its ids against ``hashlib``'s
+        ``banditd.core_ext.codecs.DecisionSigner`` builds the payload, its MAC and the
+        base64url text in one C call (the Select hot path). Tests check its ids
+        against ``hashlib``'s
         BLAKE2b and ``struct``'s packing of the layout above.
         """
         return DecisionSigner(

@@ -1,8 +1,8 @@
 """The decision log: a bounded in-memory buffer written to PostgreSQL off the hot path.
 
-``Select`` appends nothing itself: the ``core_ext.Decider`` writes each decision's
+``Select`` appends nothing itself: the ``banditd.core_ext.decider.Decider`` writes each decision's
 ``decisions`` row, in PostgreSQL's binary COPY format, into this log's
-``core_ext.DecisionRows`` (no Python object per decision, nothing to encode at
+``banditd.core_ext.codecs.DecisionRows`` (no Python object per decision, nothing to encode at
 flush). A flusher task takes the rows every ``interval`` seconds (or as soon as
 ``batch_size`` rows wait) and writes them with one binary ``COPY``. When the
 database is unreachable, the rows stay buffered and the flush is retried with
@@ -28,9 +28,8 @@ from collections import Counter
 from datetime import UTC, datetime
 
 import numpy as np
-
-from core_ext import COPY_HEADER, COPY_TRAILER, DECISION_COLUMNS, DecisionRows
-from server.metrics import METRICS
+from banditd.core_ext.codecs import COPY_HEADER, COPY_TRAILER, DECISION_COLUMNS, DecisionRows
+from banditd.server.metrics import METRICS
 
 log = logging.getLogger("banditd.workers")
 

@@ -20,9 +20,9 @@ import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
 
-from core_ext.policies import POLICY_CODES
-from server.registry import POLICY_BY_CODE, Registry
-from server.reward_commit import (
+from banditd.core_ext.policies import POLICY_CODES
+from banditd.server.registry import POLICY_BY_CODE, Registry
+from banditd.server.reward_commit import (
     PendingReward,
     RewardCommitter,
     RewardOutcome,

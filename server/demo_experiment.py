@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from server.experiment import ExperimentSpec
-from server.experiment_store import (
+from banditd.server.experiment import ExperimentSpec
+from banditd.server.experiment_store import (
     ExperimentNotFound,
     change_status,
     create_experiment,

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from core_ext.policies import POLICY_NAMES, params_from_dict
-from server.experiment_settings import DecisionCriteria, GuardrailThresholds
+from banditd.core_ext.policies import POLICY_NAMES, params_from_dict
+from banditd.server.experiment_settings import DecisionCriteria, GuardrailThresholds
 
 Status = Literal["draft", "running", "stopped", "rolled_back", "completed"]
 STATUSES: tuple[Status, ...] = ("draft", "running", "stopped", "rolled_back", "completed")

@@ -3,8 +3,8 @@
 They are experiment configuration (the ``guardrails`` and ``decision_criteria`` JSON
 columns), validated where a spec is written, so they live beside the experiment model
 and import nothing of the statistics stack: the server validates them without SciPy.
-The checks that use them are in ``admin_cli.stats.guardrail_rules`` and the decision
-engine in ``admin_cli.stats.decision``.
+The checks that use them are in ``banditd.admin_cli.stats.guardrail_rules`` and the decision
+engine in ``banditd.admin_cli.stats.decision``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, get_args
 
-from core_ext.policies import finite_number
+from banditd.core_ext.policies import finite_number
 
 CheckName = Literal["error_rate", "p95_latency_ms", "arm_share", "reward_drop"]
 Status = Literal["ok", "warn", "critical", "insufficient_data"]

@@ -15,8 +15,7 @@ from datetime import timedelta
 from typing import Any
 
 import asyncpg
-
-from server.experiment import Experiment, ExperimentSpec, Status, utcnow
+from banditd.server.experiment import Experiment, ExperimentSpec, Status, utcnow
 
 CHANNEL = "banditd_experiments"
 

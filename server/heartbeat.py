@@ -6,7 +6,7 @@ import asyncio
 import logging
 from datetime import UTC, datetime
 
-from server import __version__
+from banditd.server import __version__
 
 log = logging.getLogger("banditd.app")
 

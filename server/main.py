@@ -6,14 +6,13 @@ import asyncio
 import sys
 
 import click
-
-from server import __version__
-from server.app import BanditServer, ServeConfig, StartupError, serve
-from server.calls import reward_command, select_command
-from server.database import DatabaseConfigError, DatabaseUnreachable
-from server.demo_experiment import DEMO_ID
-from server.migrate import SchemaMismatchError
-from server.quickstart import banner
+from banditd.server import __version__
+from banditd.server.app import BanditServer, ServeConfig, StartupError, serve
+from banditd.server.calls import reward_command, select_command
+from banditd.server.database import DatabaseConfigError, DatabaseUnreachable
+from banditd.server.demo_experiment import DEMO_ID
+from banditd.server.migrate import SchemaMismatchError
+from banditd.server.quickstart import banner
 
 EXIT_FAILED, EXIT_USAGE, EXIT_DATABASE = 1, 2, 5
 
@@ -60,7 +59,7 @@ def serve_command(metrics_port: int, **options) -> None:
 
     Exit codes: 0 stopped cleanly, 1 failed to start (e.g. the port is taken),
     2 bad usage or configuration, 5 database unreachable or not migrated."""
-    from server import logs
+    from banditd.server import logs
 
     logs.configure(options["log_dir"])
     config = ServeConfig(metrics_port=metrics_port or None, **options)
@@ -79,7 +78,7 @@ def serve_command(metrics_port: int, **options) -> None:
 
 
 def _fail(message: str, code: int) -> None:
-    from server import logs
+    from banditd.server import logs
 
     logs.shutdown()
     click.echo(f"error: {message}", err=True)
@@ -88,7 +87,7 @@ def _fail(message: str, code: int) -> None:
 
 async def _print_how_to_call(server: BanditServer) -> None:
     """Tell the operator how to reach the demo experiment (after the start-up log lines)."""
-    from server import logs
+    from banditd.server import logs
 
     logs.flush()
     click.echo(banner(f"{server.config.host}:{server.port}", DEMO_ID), err=True)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 
-from server.registry import Registry
+from banditd.server.registry import Registry
 
 
 class PropensityRefresher:

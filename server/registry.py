@@ -4,8 +4,8 @@ For each live experiment the registry keeps an ``ExperimentRuntime``: the
 configuration, the assignment tables, the arm-name index, and per policy under
 test the sufficient statistics (``pulls``, ``reward_sum``; one row per policy of
 two C-contiguous float64 arrays) with the Cython kernel that reads them in place.
-Statistics change only when rewards are committed (``server.reward_commit``) or
-adopted from other replicas (``server.replica_sync``); reloading an experiment's
+Statistics change only when rewards are committed (``banditd.server.reward_commit``) or
+adopted from other replicas (``banditd.server.replica_sync``); reloading an experiment's
 configuration keeps them, and the Thompson propensity caches built from them.
 """
 
@@ -17,12 +17,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
+from banditd.core_ext.codecs import DecisionRows, DecisionSigner
+from banditd.core_ext.decider import Decider
+from banditd.core_ext.policies import POLICY_CODES, Rng, make_kernel
+from banditd.server.assignment import SEPARATOR, policy_table, traffic_threshold
+from banditd.server.experiment import DEFAULT_POLICY, Experiment
 
 from banditd.v1 import decision_pb2
-from core_ext import Decider, DecisionRows, DecisionSigner, Rng
-from core_ext.policies import POLICY_CODES, make_kernel
-from server.assignment import SEPARATOR, policy_table, traffic_threshold
-from server.experiment import DEFAULT_POLICY, Experiment
 
 # Wire codes, as encoded in decision ids: policies from core_ext's policy table,
 # served_by from the ServedBy enum of decision.proto.

@@ -20,8 +20,7 @@ from collections import defaultdict
 from datetime import timedelta
 
 import numpy as np
-
-from server.registry import Registry
+from banditd.server.registry import Registry
 
 log = logging.getLogger("banditd.app")
 

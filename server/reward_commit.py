@@ -50,8 +50,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from operator import attrgetter
 
-from server.metrics import METRICS
-from server.registry import LEARNING_SERVED_BY, POLICY_BY_CODE, SERVED_BY_NAMES, Registry
+from banditd.server.metrics import METRICS
+from banditd.server.registry import LEARNING_SERVED_BY, POLICY_BY_CODE, SERVED_BY_NAMES, Registry
 
 app_log = logging.getLogger("banditd.app")
 api_log = logging.getLogger("banditd.api")

@@ -2,8 +2,9 @@
 
 ``Select`` awaits nothing once its experiment is warm: parsing the request, validation,
 the decision (assignment, kernel and signed id and its decision-log row, in one
-``core_ext.Decider`` call) and writing the response all run synchronously on the event
-loop. ``Reward`` awaits only its group commit. Every handler takes and returns raw bytes
+``banditd.core_ext.decider.Decider`` call) and writing the response all run
+synchronously on the event loop. ``Reward`` awaits only its group commit.
+Every handler takes and returns raw bytes
 (``add_to_server``). Every failure is a gRPC status with a message a caller can act
 on, and changes no state.
 """
@@ -17,26 +18,23 @@ from datetime import UTC, datetime
 
 import grpc
 import numpy as np
-from google.protobuf.message import DecodeError
-
-from banditd.v1 import decision_pb2
-from core_ext import (
+from banditd.core_ext.codecs import (
     WireFormatError,
     parse_reward_request,
     parse_select_request,
     select_response,
 )
-from server.decision_id import DecisionIdCodec, InvalidDecisionId
-from server.decision_log import DecisionLog
-from server.metrics import METRICS
-from server.registry import SERVED_BY_NAMES, ExperimentRuntime, Registry
-from server.reward_commit import (
+from banditd.server.decision_id import DecisionIdCodec, InvalidDecisionId
+from banditd.server.decision_log import DecisionLog
+from banditd.server.metrics import METRICS
+from banditd.server.registry import SERVED_BY_NAMES, ExperimentRuntime, Registry
+from banditd.server.reward_commit import (
     PendingReward,
     RewardCommitter,
     RewardOutcome,
     RewardStoreUnavailable,
 )
-from server.validation import (
+from banditd.server.validation import (
     MAX_BATCH,
     MAX_CANDIDATES,
     MAX_EXPERIMENT_ID,
@@ -46,6 +44,9 @@ from server.validation import (
     check_id,
     check_reward_value,
 )
+from google.protobuf.message import DecodeError
+
+from banditd.v1 import decision_pb2
 
 api_log = logging.getLogger("banditd.api")
 
@@ -103,7 +104,7 @@ class DecisionServicer:
     # The hot path (benchmarks/load.py measures it; benchmarks/RESULTS.md has the
     # figures). Inside the loaded server every Select meets cold caches, so Python costs
     # several times its warm-loop time: the request is parsed and the response written in C
-    # (core_ext's wire functions), the decision itself is one C call (core_ext.Decider),
+    # (core_ext's codecs), the decision itself is one C call (the Decider),
     # the registry is looked up before the experiment id is validated (ids in the
     # registry are valid), the common valid user id is checked inline, the decider
     # writes the decisions row itself, successful calls are counted from those rows at
@@ -352,7 +353,7 @@ def add_to_server(servicer: DecisionServicer, server: grpc.aio.Server) -> None:
     Every handler takes and returns raw bytes, so that bytes which are not the method's
     message are the handler's INVALID_ARGUMENT, not grpc's UNKNOWN for a deserializer
     that raised. ``core_ext`` parses Select's and Reward's requests and writes Select's
-    response in C (the hot path; see ``core_ext._wire``), Reward's two answers are
+    response in C (the hot path; see ``banditd.core_ext.codecs._wire``), Reward's two answers are
     serialised once, and SelectBatch parses with the generated classes.
     """
     handlers = {

@@ -35,7 +35,7 @@ def copy_checkout(target: Path, *, built: bool) -> Path:
     """Copy this working tree to ``target/main`` as a fresh clone would have it (and,
     when ``built``, with what the build wrote into it, as after `make serve`), with
     ``target/shared/data/ml-100k`` pointing at MovieLens 100K; returns the checkout."""
-    from admin_cli.offline.movielens_fetch import locate_ml100k
+    from banditd.admin_cli.offline.movielens_fetch import locate_ml100k
 
     checkout = target / "main"
     names = tracked_files()

@@ -21,13 +21,13 @@ from pathlib import Path
 
 import grpc
 import pytest
+from banditd.server import database
+from banditd.server.app import BanditServer, ServeConfig
+from banditd.server.database import connect
+from banditd.server.experiment import ExperimentSpec
+from banditd.server.experiment_store import change_status, create_experiment
 
 from banditd.v1 import decision_pb2_grpc
-from server import database
-from server.app import BanditServer, ServeConfig
-from server.database import connect
-from server.experiment import ExperimentSpec
-from server.experiment_store import change_status, create_experiment
 
 ADMIN_URL = os.environ.get("BANDITD_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -53,8 +53,8 @@ async def database_url():
 @pytest.fixture
 async def migrated_db_url(database_url):
     """URL of a fresh database with every banditd migration applied."""
-    from server.database import connect
-    from server.migrate import migrate
+    from banditd.server.database import connect
+    from banditd.server.migrate import migrate
 
     conn = await connect(database_url)
     try:
@@ -67,7 +67,7 @@ async def migrated_db_url(database_url):
 @pytest.fixture
 async def db_conn(migrated_db_url):
     """A connection (with banditd's codecs) to a fresh migrated database."""
-    from server.database import connect
+    from banditd.server.database import connect
 
     conn = await connect(migrated_db_url)
     try:
@@ -146,7 +146,7 @@ class ServerProcess:
                  env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.log_dir = tmp_path / "logs"
-        cmd = [sys.executable, "-m", "server.main", "serve", "--port", str(self.port),
+        cmd = [sys.executable, "-m", "banditd.server.main", "serve", "--port", str(self.port),
                "--metrics-port", "0", "--log-dir", str(self.log_dir), "--grace", "5", *extra]
         if database_url:
             cmd += ["--database-url", database_url]

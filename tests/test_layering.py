@@ -13,7 +13,7 @@ import pytest
 from tests.checkout import ROOT
 
 LOWER = ("server", "core_ext")
-UPPER = "admin_cli"
+UPPER = "banditd.admin_cli"
 
 
 def _imports(path) -> set[str]:
@@ -52,11 +52,11 @@ def test_a_serving_process_loads_neither_the_cli_nor_scipy():
     """Starting the server's modules (and validating an experiment, as create does)
     pulls in no module of the CLI and no SciPy or matplotlib."""
     probe = (
-        "import sys, server.app, server.main\n"
-        "from server.experiment import ExperimentSpec\n"
+        "import sys, banditd.server.app, banditd.server.main\n"
+        "from banditd.server.experiment import ExperimentSpec\n"
         "ExperimentSpec(id='e', name='e', arms=('a', 'b')).validate_for_write()\n"
-        "print(sorted({m.split('.')[0] for m in sys.modules} & "
-        "{'admin_cli', 'scipy', 'matplotlib'}))\n"
+        "print(sorted({m for m in sys.modules if m.startswith('banditd.admin_cli')} |"
+        "({m.split('.')[0] for m in sys.modules} & {'scipy', 'matplotlib'})))\n"
     )
     loaded = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
                             text=True, check=True).stdout.strip()

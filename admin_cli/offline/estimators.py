@@ -30,8 +30,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
-
-from admin_cli.stats.serialise import json_float
+from banditd.admin_cli.stats.serialise import json_float
 
 
 @dataclass(frozen=True)

@@ -62,7 +62,7 @@ event ``i`` is ``sum_{a in C_i} pi_i(a) q(a)``. The reported
 2-fold cross-fitting: the events are split at random into two halves; events of one
 half are scored with the distribution learned on the other, so no candidate is
 scored on the events it learned from (which would flatter greedy choices). The
-estimates are then those of :mod:`admin_cli.offline.estimators` (IPS, SNIPS, DM,
+estimates are then those of :mod:`banditd.admin_cli.offline.estimators` (IPS, SNIPS, DM,
 DR) with bootstrap intervals, the effective sample size and warnings.
 """
 
@@ -77,14 +77,13 @@ from typing import Any
 
 import asyncpg
 import numpy as np
-
-from admin_cli.offline.estimators import (
+from banditd.admin_cli.offline.estimators import (
     Estimate,
     EstimationConfig,
     LoggedData,
     estimate_policy,
 )
-from admin_cli.offline.replay import Kernel, KernelFactory, core_ext_factory
+from banditd.admin_cli.offline.replay import Kernel, KernelFactory, core_ext_factory
 
 FIXED_CANDIDATES = ("uniform", "greedy")
 
@@ -176,9 +175,9 @@ class _CandidateSets:
 async def fetch_logged_experiment(conn: asyncpg.Connection, experiment_id: str) -> LoggedExperiment:
     """Read experiment ``experiment_id`` and its rewarded decisions.
 
-    Raises ``server.experiment_store.ExperimentNotFound`` for an unknown id.
+    Raises ``banditd.server.experiment_store.ExperimentNotFound`` for an unknown id.
     """
-    from server.experiment_store import get_experiment
+    from banditd.server.experiment_store import get_experiment
 
     experiment = await get_experiment(conn, experiment_id)
     spec = experiment.spec

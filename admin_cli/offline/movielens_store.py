@@ -21,9 +21,8 @@ from typing import Any
 
 import asyncpg
 import numpy as np
-
-from admin_cli.offline.bandit_problem import ArmCounts, ArmKind
-from admin_cli.offline.movielens import MovieLensData
+from banditd.admin_cli.offline.bandit_problem import ArmCounts, ArmKind
+from banditd.admin_cli.offline.movielens import MovieLensData
 
 DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 # Rows per COPY call: each call is one progress step; all run in the same transaction.

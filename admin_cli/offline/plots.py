@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from admin_cli.offline.replay import ReplayResult
+from banditd.admin_cli.offline.replay import ReplayResult
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

@@ -1,7 +1,7 @@
 """The replay method (Li, Chu, Langford & Wang 2011) with the server's ``core_ext`` kernels.
 
 For each run ``r = 1..R`` a fresh uniformly logged stream is drawn from the bandit
-problem (:func:`admin_cli.offline.bandit_problem.logged_stream`; the construction
+problem (:func:`banditd.admin_cli.offline.bandit_problem.logged_stream`; the construction
 and why it makes the estimate unbiased are documented there). Every policy then
 walks the *same* stream (common random numbers, so policies are compared on equal
 footing and differences are paired per run):
@@ -22,7 +22,7 @@ The intervals are over the randomness of the stream and of the policies on this
 dataset: they say how precisely replay pins down a policy's reward rate on this
 problem, not how it would generalise to a different user population.
 
-Kernels come from ``core_ext.policies.make_kernel``: the same Cython code the
+Kernels come from ``banditd.core_ext.policies.make_kernel``: the same Cython code the
 server runs, with the caller-owned ``pulls`` / ``reward_sum`` arrays it updates.
 """
 
@@ -36,14 +36,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
-from scipy import stats
-
-from admin_cli.offline.bandit_problem import (
+from banditd.admin_cli.offline.bandit_problem import (
     BanditProblem,
     LoggedStream,
     StreamConfig,
     logged_stream,
 )
+from scipy import stats
 
 CONTROL = "control"
 
@@ -63,8 +62,8 @@ ReplayProgress = Callable[[int, int], None]
 
 
 def policy_names() -> tuple[str, ...]:
-    """The policies the kernels implement (``core_ext.policies.POLICY_NAMES``)."""
-    from core_ext.policies import POLICY_NAMES
+    """The policies the kernels implement (``banditd.core_ext.policies.POLICY_NAMES``)."""
+    from banditd.core_ext.policies import POLICY_NAMES
 
     return tuple(POLICY_NAMES)
 
@@ -73,11 +72,10 @@ def core_ext_factory(
     policy_params: Mapping[str, Mapping[str, Any]] | None = None,
     arms: Sequence[str] = (),
 ) -> KernelFactory:
-    """A factory building the server's kernels (``core_ext.policies.make_kernel``) with
+    """A factory building the server's kernels (``banditd.core_ext.policies.make_kernel``) with
     per-policy parameters as in an experiment's ``policy_params``. ``arms`` are the arm
     names, index-aligned with the statistics (they resolve ``control.default_arm``)."""
-    from core_ext import Rng
-    from core_ext.policies import make_kernel, params_from_dict
+    from banditd.core_ext.policies import Rng, make_kernel, params_from_dict
 
     params = {name: params_from_dict(name, dict(p)) for name, p in (policy_params or {}).items()}
     arm_names = tuple(arms)

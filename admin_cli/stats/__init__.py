@@ -12,7 +12,7 @@ Every result object has ``to_dict()`` returning strict-JSON-serialisable data
 (non-finite floats become ``None``).
 """
 
-from admin_cli.stats.decision import (
+from banditd.admin_cli.stats.decision import (
     ArmSummary,
     DecisionReport,
     GuardrailState,
@@ -21,7 +21,7 @@ from admin_cli.stats.decision import (
     Recommendation,
     decide,
 )
-from admin_cli.stats.guardrail_rules import (
+from banditd.admin_cli.stats.guardrail_rules import (
     CheckResult,
     GuardrailInputs,
     PolicyDrop,
@@ -35,7 +35,7 @@ from admin_cli.stats.guardrail_rules import (
     rollback_decision,
     run_checks,
 )
-from admin_cli.stats.intervals import (
+from banditd.admin_cli.stats.intervals import (
     Interval,
     absolute_lift,
     mean_interval,
@@ -43,10 +43,10 @@ from admin_cli.stats.intervals import (
     reward_interval,
     wilson_interval,
 )
-from admin_cli.stats.sequential import Look, SequentialResult, msprt, msprt_path
-from admin_cli.stats.srm import SRMResult, srm_test
-from admin_cli.stats.sufficient import SampleStats, pool
-from admin_cli.stats.trend import TrendResult, daily_trend
+from banditd.admin_cli.stats.sequential import Look, SequentialResult, msprt, msprt_path
+from banditd.admin_cli.stats.srm import SRMResult, srm_test
+from banditd.admin_cli.stats.sufficient import SampleStats, pool
+from banditd.admin_cli.stats.trend import TrendResult, daily_trend
 
 __all__ = [
     "ArmSummary",

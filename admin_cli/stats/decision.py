@@ -7,11 +7,11 @@ statistics, the assigned users and the per-day reward statistics, and calls
 * users, reward mean with a fixed-horizon interval (Wilson for 0/1 rewards, t otherwise);
 * absolute lift Δ = μ_P − μ_C and relative lift r = μ_P/μ_C − 1, each with an
   always-valid (1 − α) interval, and the always-valid p-value of H₀: Δ = 0 — mSPRT,
-  :mod:`admin_cli.stats.sequential`. The looks are the cumulative data at the end of
+  :mod:`banditd.admin_cli.stats.sequential`. The looks are the cumulative data at the end of
   every day in the series (plus today's partial data), so running the engine every
   day is covered by the guarantee;
-* the experiment's sample-ratio-mismatch test (:mod:`admin_cli.stats.srm`);
-* the daily trend of the reward rate (:mod:`admin_cli.stats.trend`);
+* the experiment's sample-ratio-mismatch test (:mod:`banditd.admin_cli.stats.srm`);
+* the daily trend of the reward rate (:mod:`banditd.admin_cli.stats.trend`);
 * a recommendation with its reasons:
 
   - **kill** when the guardrails keep failing (input), or when P is significantly
@@ -27,7 +27,7 @@ family-wise error is kept at α by testing each at α/m (Bonferroni, default
 Additional days (iterate). Let δ = max(|Δ̂|, δ_MDE) with δ_MDE = mde_relative · x̄_C —
 the observed effect if it is larger than the smallest effect worth detecting, else the
 MDE. Detection at a later look needs the variance of Δ̂ to fall to V* solving
-h(V*) + z_power·√V* = δ (:func:`admin_cli.stats.sequential.required_variance`). With
+h(V*) + z_power·√V* = δ (:func:`banditd.admin_cli.stats.sequential.required_variance`). With
 traffic unchanged, V ∝ 1/N (N = observations of P and control together), so
 
     N* = N · V_now / V*,   additional days = max(0, (N* − N) / r),
@@ -43,8 +43,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
-from admin_cli.stats.intervals import Interval, reward_interval
-from admin_cli.stats.sequential import (
+from banditd.admin_cli.stats.intervals import Interval, reward_interval
+from banditd.admin_cli.stats.sequential import (
     Look,
     SequentialResult,
     difference_look,
@@ -53,11 +53,11 @@ from admin_cli.stats.sequential import (
     required_variance,
     tau2_from_mde,
 )
-from admin_cli.stats.serialise import json_float
-from admin_cli.stats.srm import SRMResult, srm_test
-from admin_cli.stats.sufficient import SampleStats, pool
-from admin_cli.stats.trend import TrendResult, daily_trend
-from server.experiment_settings import DecisionCriteria
+from banditd.admin_cli.stats.serialise import json_float
+from banditd.admin_cli.stats.srm import SRMResult, srm_test
+from banditd.admin_cli.stats.sufficient import SampleStats, pool
+from banditd.admin_cli.stats.trend import TrendResult, daily_trend
+from banditd.server.experiment_settings import DecisionCriteria
 
 Recommendation = Literal["ship", "iterate", "kill"]
 GuardrailState = Literal["healthy", "degraded", "failing", "unknown"]

@@ -5,7 +5,7 @@ reads a sliding window from PostgreSQL and hands the numbers to these functions;
 decide each check's status and whether to roll back. Nothing here touches the database.
 
 Runbook defaults, per experiment overridable through the ``guardrails`` JSON column
-(see :meth:`server.experiment_settings.GuardrailThresholds.from_dict`):
+(see :meth:`banditd.server.experiment_settings.GuardrailThresholds.from_dict`):
 
     check            warning    critical
     error_rate       > 0.005    > 0.01
@@ -21,7 +21,7 @@ check judges the one-sided lower confidence bound
 
     d_L = d̂ − z_{1−α/k} · SE(d̂),   SE(d̂)² = s_P²/(n_P x̄_C²) + x̄_P² s_C²/(n_C x̄_C⁴)
 
-(delta method, [Deng18]; see :func:`admin_cli.stats.intervals.relative_lift_variance`),
+(delta method, [Deng18]; see :func:`banditd.admin_cli.stats.intervals.relative_lift_variance`),
 with a Bonferroni split of α over the k policies compared in the run. A policy with
 fewer than ``min_samples_per_arm`` observations (or a control with fewer) is not judged
 ("insufficient_data"). Under a true drop of 0, one run fires a warning with probability
@@ -45,16 +45,15 @@ from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 import numpy as np
-from scipy import stats as sps
-
-from admin_cli.stats.intervals import relative_lift_variance
-from admin_cli.stats.serialise import json_float
-from admin_cli.stats.sufficient import SampleStats
-from server.experiment_settings import (
+from banditd.admin_cli.stats.intervals import relative_lift_variance
+from banditd.admin_cli.stats.serialise import json_float
+from banditd.admin_cli.stats.sufficient import SampleStats
+from banditd.server.experiment_settings import (
     CheckName,
     GuardrailThresholds,
     Status,
 )
+from scipy import stats as sps
 
 # Checks whose criticality alone triggers a rollback (rule 2).
 _IMMEDIATE: frozenset[str] = frozenset({"error_rate", "p95_latency_ms"})

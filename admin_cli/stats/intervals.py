@@ -2,8 +2,9 @@
 
 These are the intervals ``banditctl experiment summary`` prints for one look at the data
 (the sequential, always-valid versions used for decisions live in
-:mod:`admin_cli.stats.sequential`). All take :class:`~admin_cli.stats.sufficient.SampleStats`
-or plain counts and return an :class:`Interval`.
+:mod:`banditd.admin_cli.stats.sequential`). All take
+:class:`~banditd.admin_cli.stats.sufficient.SampleStats` or plain counts and return
+an :class:`Interval`.
 
 References:
     [Wilson27] E. B. Wilson (1927), "Probable inference, the law of succession, and
@@ -26,10 +27,9 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+from banditd.admin_cli.stats.serialise import json_float, json_interval
+from banditd.admin_cli.stats.sufficient import SampleStats
 from scipy import stats as sps
-
-from admin_cli.stats.serialise import json_float, json_interval
-from admin_cli.stats.sufficient import SampleStats
 
 MeanMethod = Literal["t", "normal"]
 

@@ -64,11 +64,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from banditd.admin_cli.stats.intervals import difference_variance, relative_lift_variance
+from banditd.admin_cli.stats.serialise import json_float, json_interval
+from banditd.admin_cli.stats.sufficient import SampleStats
 from scipy import stats as sps
-
-from admin_cli.stats.intervals import difference_variance, relative_lift_variance
-from admin_cli.stats.serialise import json_float, json_interval
-from admin_cli.stats.sufficient import SampleStats
 
 ArrayLike = float | np.ndarray
 
@@ -231,7 +230,7 @@ def difference_look(treatment: SampleStats, control: SampleStats, mde_relative: 
 def relative_look(treatment: SampleStats, control: SampleStats, mde_relative: float) -> Look:
     """Look at r = μ_T/μ_C − 1 with the delta-method variance and τ² = mde².
 
-    See :func:`admin_cli.stats.intervals.relative_lift_variance`; with x̄_C = 0 the
+    See :func:`banditd.admin_cli.stats.intervals.relative_lift_variance`; with x̄_C = 0 the
     estimate is ``nan`` and the look carries no evidence.
     """
     if control.is_empty or control.mean == 0:

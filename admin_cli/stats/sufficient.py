@@ -19,8 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
-
-from admin_cli.stats.serialise import json_float
+from banditd.admin_cli.stats.serialise import json_float
 
 # Relative slack on the Cauchy–Schwarz check (Σx)² ≤ n·Σx²: sums computed in floating
 # point by PostgreSQL or by pooling may overshoot by a few ulps.

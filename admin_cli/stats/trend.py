@@ -30,9 +30,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-
-from admin_cli.stats.serialise import json_float
-from admin_cli.stats.sufficient import SampleStats, pool
+from banditd.admin_cli.stats.serialise import json_float
+from banditd.admin_cli.stats.sufficient import SampleStats, pool
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,8 +6,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pytest
-
-from admin_cli.cli_support import json_text, to_jsonable
+from banditd.admin_cli.cli_support import json_text, to_jsonable
 
 
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf, np.float64("nan"),

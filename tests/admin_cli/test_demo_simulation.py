@@ -2,11 +2,11 @@
 
 import json
 
+from banditd.admin_cli.demo_simulation import build_users, top_movie_arms
+from banditd.admin_cli.main import main
+from banditd.admin_cli.offline.movielens import read_movielens
 from click.testing import CliRunner
 
-from admin_cli.demo_simulation import build_users, top_movie_arms
-from admin_cli.main import main
-from admin_cli.offline.movielens import read_movielens
 from tests.admin_cli.offline.movielens_fixtures import make_fixture, write_ml100k
 
 
@@ -26,7 +26,7 @@ def test_demo_drives_the_servers_demo_experiment_and_writes_its_plot(
 ):
     """`make serve & make demo`: the demo waits for the server, then drives the `demo`
     experiment the server created (its arms stand for the most-rated movies)."""
-    from server.demo_experiment import DEMO_SPEC
+    from banditd.server.demo_experiment import DEMO_SPEC
 
     path = write_ml100k(tmp_path / "ml", make_fixture(n_users=40, n_movies=12))
     proc = server_process(cli_db, "--create-demo")

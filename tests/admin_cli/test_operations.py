@@ -7,20 +7,20 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 import pytest
-
-from admin_cli.cli_support import EXIT_STATE
-from admin_cli.decision_engine import run_decision
-from admin_cli.guardrails import (
+from banditd.admin_cli.cli_support import EXIT_STATE
+from banditd.admin_cli.decision_engine import run_decision
+from banditd.admin_cli.guardrails import (
     RollbackFailed,
     check_guardrails,
     rollback_with_retry,
     run_guardrail_job,
 )
-from admin_cli.scheduler import Schedule, claim, ensure_jobs
-from admin_cli.summary import experiment_summary
+from banditd.admin_cli.scheduler import Schedule, claim, ensure_jobs
+from banditd.admin_cli.summary import experiment_summary
+from banditd.server.database import connect
+from banditd.server.experiment_store import events, get_experiment, update_settings
+
 from banditd.v1 import decision_pb2 as pb
-from server.database import connect
-from server.experiment_store import events, get_experiment, update_settings
 from tests.conftest import make_experiment, wait_for
 
 
@@ -47,7 +47,7 @@ async def insert_calls(conn, key, code, calls):
 async def test_error_rate_breach_rolls_back_and_servers_follow_within_a_second(
     migrated_db_url, start_server, tmp_path
 ):
-    from server import logs
+    from banditd.server import logs
 
     experiment = await make_experiment(migrated_db_url)
     running = await start_server(poll_interval=30.0)  # only NOTIFY can make it in time
@@ -219,8 +219,9 @@ async def test_two_schedulers_never_claim_the_same_run(migrated_db_url):
 
 
 async def make_experiment_on(conn, **overrides):
-    from server.experiment import ExperimentSpec
-    from server.experiment_store import change_status, create_experiment
+    from banditd.server.experiment import ExperimentSpec
+    from banditd.server.experiment_store import change_status, create_experiment
+
     from tests.conftest import ARMS
 
     fields = {"arms": ARMS, "policies": ("thompson", "ucb", "egreedy", "control"), **overrides}
@@ -266,9 +267,8 @@ def test_cli_rollback_and_status(banditctl):
 
 
 def test_cli_status_sees_a_live_server_and_redis(cli_db, server_process):
+    from banditd.admin_cli.main import main
     from click.testing import CliRunner
-
-    from admin_cli.main import main
 
     proc = server_process(cli_db)
     proc.wait_serving()

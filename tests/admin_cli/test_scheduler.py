@@ -7,8 +7,9 @@ import sys
 import time
 from datetime import timedelta
 
-from admin_cli.scheduler import Schedule, run_scheduler
-from server.database import connect
+from banditd.admin_cli.scheduler import Schedule, run_scheduler
+from banditd.server.database import connect
+
 from tests.conftest import make_experiment
 
 
@@ -48,7 +49,7 @@ async def test_guardrail_job_runs_and_completes_expired_experiments(migrated_db_
 
 def test_scheduler_command_exits_cleanly_on_sigterm(cli_db, tmp_path):
     proc = subprocess.Popen(
-        [sys.executable, "-m", "admin_cli.main", "scheduler", "--guardrail-every", "60",
+        [sys.executable, "-m", "banditd.admin_cli.main", "scheduler", "--guardrail-every", "60",
          "--log-dir", str(tmp_path), "--database-url", cli_db],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )

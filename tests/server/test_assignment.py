@@ -5,27 +5,20 @@ import math
 
 import numpy as np
 import pytest
+from banditd.core_ext.codecs import DecisionSigner
+from banditd.core_ext.decider import BUCKETS, Decider, assignment_bucket, hash64
+from banditd.core_ext.policies import ControlPolicy, Rng
+from banditd.server.assignment import SEPARATOR, policy_table, traffic_threshold
+from banditd.server.decision_id import DecisionIdCodec
+from banditd.server.registry import SERVED_BY_CODE_NAMES
 from scipy import stats
-
-from core_ext import (
-    BUCKETS,
-    ControlPolicy,
-    Decider,
-    DecisionSigner,
-    Rng,
-    assignment_bucket,
-    hash64,
-)
-from server.assignment import SEPARATOR, policy_table, traffic_threshold
-from server.decision_id import DecisionIdCodec
-from server.registry import SERVED_BY_CODE_NAMES
 
 SALT = b"0123456789abcdef"
 
 
 def user_hash(salt: bytes, user_id: str) -> int:
     """The module docstring's h = XXH64(utf8(salt) | 0x1F | utf8(user_id)), from core_ext's
-    hash (itself checked against the xxhash package in tests/core_ext/test_hashing.py)."""
+    hash (itself checked against the xxhash package in tests/core_ext/decider/test_hashing.py)."""
     return hash64(salt + SEPARATOR + user_id.encode("utf-8"))
 
 
@@ -69,7 +62,7 @@ ARMS = ("a", "b", "c")
 
 @pytest.mark.parametrize(("traffic_pct", "split"), [(1.0, (0.25,) * 4), (0.3, (0.7, 0.2, 0.1))])
 def test_decider_assigns_as_the_documented_scheme(traffic_pct, split):
-    """The C assignment in ``core_ext.Decider`` against this module's reference:
+    """The C assignment in ``banditd.core_ext.decider.Decider`` against this module's reference:
     outside the traffic -> the default (slot -1), else the policy table's slot."""
     decider = _decider(traffic_pct, split)
     table = policy_table(split)

@@ -6,10 +6,10 @@ import random
 
 import grpc
 import pytest
+from banditd.server.database import connect
 from google.protobuf.message import DecodeError
 
 from banditd.v1 import decision_pb2 as pb
-from server.database import connect
 from tests.conftest import make_experiment
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
@@ -194,7 +194,7 @@ async def test_decision_of_a_deleted_experiment_is_not_found(running, migrated_d
 
 async def test_failed_calls_are_logged_for_the_runbook(running, tmp_path):
 
-    from server import logs
+    from banditd.server import logs
 
     logs.configure(tmp_path, console=False)
     try:
@@ -255,7 +255,7 @@ async def test_hostile_bytes_never_answer_unknown(running, tmp_path, method):
     """1,000 random or mutated payloads per method through a bytes-in channel: whatever
     the generated classes cannot parse is INVALID_ARGUMENT, nothing is UNKNOWN or
     INTERNAL, and every failed call is one ``ERROR <method> <code>`` line in api.log."""
-    from server import logs
+    from banditd.server import logs
 
     message_class, valid = HOSTILE_CASES[method]
     if valid is None:

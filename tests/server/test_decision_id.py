@@ -6,9 +6,8 @@ import random
 import struct
 
 import pytest
-
-from core_ext import DecisionSigner
-from server.decision_id import ENCODED_LENGTH, DecisionIdCodec, InvalidDecisionId
+from banditd.core_ext.codecs import DecisionSigner
+from banditd.server.decision_id import ENCODED_LENGTH, DecisionIdCodec, InvalidDecisionId
 
 KEY = bytes(range(32))
 

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.embedded
 
 def banditctl(data_dir, *args):
     return subprocess.run(
-        [sys.executable, "-m", "admin_cli.main", *args, "--data-dir", str(data_dir)],
+        [sys.executable, "-m", "banditd.admin_cli.main", *args, "--data-dir", str(data_dir)],
         capture_output=True, text=True, timeout=120,
     )
 

@@ -6,10 +6,10 @@ import random
 import grpc
 import numpy as np
 import pytest
+from banditd.server.database import connect
 
 from banditd.v1 import decision_pb2 as pb
 from banditd.v1 import decision_pb2_grpc
-from server.database import connect
 from tests.conftest import make_experiment
 
 
@@ -168,7 +168,7 @@ async def test_a_serving_process_freezes_what_start_up_left_alive(migrated_db_ur
     as in tests that start many servers in one process, freezes nothing."""
     import gc
 
-    from server.app import BanditServer, ServeConfig
+    from banditd.server.app import BanditServer, ServeConfig
 
     config = ServeConfig(database_url=migrated_db_url, port=0, metrics_port=None)
     gc.unfreeze()

@@ -1,8 +1,7 @@
 """Migrations are versioned and idempotent; the server refuses unknown schemas."""
 
 import pytest
-
-from server.migrate import SCHEMA_VERSION, SchemaMismatchError, check_schema, migrate
+from banditd.server.migrate import SCHEMA_VERSION, SchemaMismatchError, check_schema, migrate
 
 
 async def test_migrate_applies_everything_once_then_nothing(db_conn):
@@ -15,7 +14,7 @@ async def test_migrate_applies_everything_once_then_nothing(db_conn):
 
 
 async def test_unmigrated_database_is_refused_with_the_fix(database_url):
-    from server.database import connect
+    from banditd.server.database import connect
 
     conn = await connect(database_url)
     try:

@@ -45,7 +45,7 @@ async def test_metrics_endpoint_exports_banditd_series(migrated_db_url, start_se
 
 
 async def test_policy_updates_are_logged_to_app_log(migrated_db_url, start_server, tmp_path):
-    from server import logs
+    from banditd.server import logs
 
     await make_experiment(migrated_db_url, policies=("ucb", "control"))
     running = await start_server()

@@ -4,11 +4,11 @@ import asyncio
 from datetime import UTC, datetime
 
 import numpy as np
-
-from core_ext import DecisionSigner, Rng
-from server.experiment import Experiment, ExperimentSpec
-from server.propensity import PropensityRefresher
-from server.registry import CONTROL, OUTSIDE_TRAFFIC, POLICY, Registry
+from banditd.core_ext.codecs import DecisionSigner
+from banditd.core_ext.policies import Rng
+from banditd.server.experiment import Experiment, ExperimentSpec
+from banditd.server.propensity import PropensityRefresher
+from banditd.server.registry import CONTROL, OUTSIDE_TRAFFIC, POLICY, Registry
 
 ARMS = tuple(f"movie-{i}" for i in range(50))
 SIGNER = DecisionSigner(bytes(32), 1, 0)

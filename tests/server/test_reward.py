@@ -5,11 +5,11 @@ from datetime import UTC, datetime
 
 import grpc
 import pytest
+from banditd.server.database import connect
+from banditd.server.metrics import METRICS
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from banditd.v1 import decision_pb2 as pb
-from server.database import connect
-from server.metrics import METRICS
 from tests.conftest import make_experiment, wait_for
 
 
@@ -130,7 +130,7 @@ async def test_outside_traffic_rewards_are_stored_but_teach_no_policy(
 
 
 async def test_default_reward_once_when_the_window_closes(migrated_db_url, start_server, tmp_path):
-    from server import logs
+    from banditd.server import logs
 
     await make_experiment(migrated_db_url, reward_window_seconds=0.5, default_reward=0.0)
     running = await start_server()

@@ -4,10 +4,10 @@ import asyncio
 
 import grpc
 import pytest
+from banditd.server.database import connect
+from banditd.server.experiment_store import change_status
 
 from banditd.v1 import decision_pb2 as pb
-from server.database import connect
-from server.experiment_store import change_status
 from tests.conftest import ARMS, make_experiment, wait_for
 
 POLICIES = {"thompson", "ucb", "egreedy", "control"}
@@ -293,8 +293,7 @@ async def test_first_selects_wait_for_thompson_caches_built_beside_the_loop(
     import threading
 
     import numpy as np
-
-    from server.registry import ExperimentRuntime
+    from banditd.server.registry import ExperimentRuntime
 
     await make_experiment(migrated_db_url, "warm", policies=("thompson", "control"))
     # A fixed salt fixes which of the 8 users thompson serves (not all of them go to control).
@@ -358,9 +357,8 @@ async def test_an_edited_experiment_keeps_its_cache_and_builds_none(
     the Thompson cache comes along, so the next Selects build nothing and wait for
     nothing, and their propensities are the cache's."""
     import numpy as np
-
-    from server.experiment_store import update_settings
-    from server.registry import ExperimentRuntime
+    from banditd.server.experiment_store import update_settings
+    from banditd.server.registry import ExperimentRuntime
 
     await make_experiment(migrated_db_url, "ramp", policies=("thompson", "control"))
     running = await start_server()

@@ -7,9 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import numpy as np
-
-from server.experiment import ExperimentSpec
-from server.experiment_store import create_experiment
+from banditd.server.experiment import ExperimentSpec
+from banditd.server.experiment_store import create_experiment
 
 ARMS = ("a", "b", "c")
 MEANS = (0.2, 0.5, 0.8)  # P(reward = reward_max) per arm

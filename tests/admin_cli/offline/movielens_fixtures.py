@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-from admin_cli.offline.movielens import ML100K_GENRES
+from banditd.admin_cli.offline.movielens import ML100K_GENRES
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from scipy import stats
-
-from admin_cli.offline.bandit_problem import (
+from banditd.admin_cli.offline.bandit_problem import (
     ArmCounts,
     BanditProblem,
     ProblemConfig,
@@ -21,7 +17,11 @@ from admin_cli.offline.bandit_problem import (
     logged_stream,
     problem_from_data,
 )
-from admin_cli.offline.movielens import read_movielens
+from banditd.admin_cli.offline.movielens import read_movielens
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import stats
+
 from tests.admin_cli.offline.movielens_fixtures import make_fixture, write_csv
 
 

@@ -8,10 +8,14 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from banditd.admin_cli.cli_support import EXIT_NOT_FOUND, EXIT_USAGE
+from banditd.admin_cli.commands_offline import (
+    evaluate_command,
+    load_movielens_command,
+    replay_command,
+)
 from click.testing import CliRunner
 
-from admin_cli.cli_support import EXIT_NOT_FOUND, EXIT_USAGE
-from admin_cli.commands_offline import evaluate_command, load_movielens_command, replay_command
 from tests.admin_cli.offline.logged_fixtures import write_logged_experiment
 from tests.admin_cli.offline.movielens_fixtures import make_fixture, write_csv, write_recbole
 
@@ -150,7 +154,7 @@ def test_unknown_dataset_and_experiment_exit_with_not_found(cli_db):
 
 
 async def _write_experiment(url: str) -> None:
-    from server.database import connect
+    from banditd.server.database import connect
 
     conn = await connect(url)
     try:

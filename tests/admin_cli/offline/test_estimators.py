@@ -13,11 +13,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
-
-from admin_cli.offline.estimators import (
+from banditd.admin_cli.offline.estimators import (
     IPS,
     SNIPS,
     DirectMethod,
@@ -28,6 +24,9 @@ from admin_cli.offline.estimators import (
     effective_sample_size,
     estimate_policy,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 DATASETS = 200
 COVERAGE_TOLERANCE = 3 * math.sqrt(0.95 * 0.05 / DATASETS)  # ~0.046

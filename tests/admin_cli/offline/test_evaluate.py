@@ -12,19 +12,18 @@ import math
 
 import numpy as np
 import pytest
-
-from admin_cli.cli_support import json_text
-from admin_cli.offline.estimators import EstimationConfig
-from admin_cli.offline.evaluate import (
+from banditd.admin_cli.cli_support import json_text
+from banditd.admin_cli.offline.estimators import EstimationConfig
+from banditd.admin_cli.offline.evaluate import (
     EvaluateConfig,
     evaluate_experiment,
     fetch_logged_experiment,
     greedy_distribution,
     kernel_action_distribution,
 )
-from core_ext import Rng
-from core_ext.policies import make_kernel, params_from_dict
-from server.experiment_store import ExperimentNotFound
+from banditd.core_ext.policies import Rng, make_kernel, params_from_dict
+from banditd.server.experiment_store import ExperimentNotFound
+
 from tests.admin_cli.offline.logged_fixtures import ARMS, write_logged_experiment
 
 CONFIG = EvaluateConfig(draws=2000, estimation=EstimationConfig(n_bootstrap=300))

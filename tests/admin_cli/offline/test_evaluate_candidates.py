@@ -15,11 +15,9 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pytest
-from scipy import integrate, stats
-
-from admin_cli.cli_support import json_text
-from admin_cli.offline.estimators import EstimationConfig, estimate_policy
-from admin_cli.offline.evaluate import (
+from banditd.admin_cli.cli_support import json_text
+from banditd.admin_cli.offline.estimators import EstimationConfig, estimate_policy
+from banditd.admin_cli.offline.evaluate import (
     FULL_SET,
     EvaluateConfig,
     LoggedExperiment,
@@ -30,10 +28,11 @@ from admin_cli.offline.evaluate import (
     restricted_kernel_distribution,
     uniform_over,
 )
-from core_ext import Rng
-from core_ext.policies import make_kernel, params_from_dict
-from server.experiment import ExperimentSpec
-from server.experiment_store import create_experiment
+from banditd.core_ext.policies import Rng, make_kernel, params_from_dict
+from banditd.server.experiment import ExperimentSpec
+from banditd.server.experiment_store import create_experiment
+from scipy import integrate, stats
+
 from tests.admin_cli.offline.logged_fixtures import (
     SUBSET_ARMS,
     write_subset_logged_experiment,

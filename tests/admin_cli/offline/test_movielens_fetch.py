@@ -4,8 +4,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
-from admin_cli.offline import movielens_fetch
+from banditd.admin_cli.offline import movielens_fetch
 
 
 def test_explicit_path_and_environment_come_first(tmp_path, monkeypatch):

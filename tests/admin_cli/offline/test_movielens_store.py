@@ -8,10 +8,9 @@ from pathlib import Path
 import asyncpg
 import numpy as np
 import pytest
-
-from admin_cli.offline.bandit_problem import arm_counts_from_data
-from admin_cli.offline.movielens import MovieLensData, read_movielens
-from admin_cli.offline.movielens_store import (
+from banditd.admin_cli.offline.bandit_problem import arm_counts_from_data
+from banditd.admin_cli.offline.movielens import MovieLensData, read_movielens
+from banditd.admin_cli.offline.movielens_store import (
     DatasetNotFoundError,
     default_dataset_name,
     fetch_arm_counts,
@@ -20,6 +19,7 @@ from admin_cli.offline.movielens_store import (
     load_dataset,
     validate_dataset_name,
 )
+
 from tests.admin_cli.offline.movielens_fixtures import WRITERS, make_fixture, write_csv
 
 

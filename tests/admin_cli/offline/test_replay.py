@@ -13,18 +13,16 @@ import math
 
 import numpy as np
 import pytest
-
-from admin_cli.cli_support import json_text
-from admin_cli.offline.bandit_problem import BanditProblem, LoggedStream, StreamConfig
-from admin_cli.offline.plots import plot_replay
-from admin_cli.offline.replay import (
+from banditd.admin_cli.cli_support import json_text
+from banditd.admin_cli.offline.bandit_problem import BanditProblem, LoggedStream, StreamConfig
+from banditd.admin_cli.offline.plots import plot_replay
+from banditd.admin_cli.offline.replay import (
     ReplayConfig,
     core_ext_factory,
     replay_policy,
     run_replay,
 )
-from core_ext import Rng
-from core_ext.policies import make_kernel, params_from_dict
+from banditd.core_ext.policies import Rng, make_kernel, params_from_dict
 
 MEANS = (0.2, 0.3, 0.4, 0.5, 0.8)
 

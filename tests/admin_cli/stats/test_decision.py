@@ -8,9 +8,8 @@ import math
 
 import numpy as np
 import pytest
-
-from admin_cli.stats.decision import DecisionCriteria, PolicyData, decide
-from admin_cli.stats.sequential import (
+from banditd.admin_cli.stats.decision import DecisionCriteria, PolicyData, decide
+from banditd.admin_cli.stats.sequential import (
     difference_look,
     look_p_value,
     msprt_path,
@@ -18,7 +17,7 @@ from admin_cli.stats.sequential import (
     running_p_value,
     tau2_from_mde,
 )
-from admin_cli.stats.sufficient import SampleStats, pool
+from banditd.admin_cli.stats.sufficient import SampleStats, pool
 
 SPLIT2 = {"control": 0.5, "thompson": 0.5}
 

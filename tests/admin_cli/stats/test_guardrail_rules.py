@@ -8,9 +8,7 @@ import math
 
 import numpy as np
 import pytest
-from scipy import stats as sps
-
-from admin_cli.stats.guardrail_rules import (
+from banditd.admin_cli.stats.guardrail_rules import (
     CheckResult,
     GuardrailInputs,
     check_arm_share,
@@ -22,8 +20,9 @@ from admin_cli.stats.guardrail_rules import (
     rollback_decision,
     run_checks,
 )
-from admin_cli.stats.sufficient import SampleStats
-from server.experiment_settings import CHECK_NAMES, GuardrailThresholds, Threshold
+from banditd.admin_cli.stats.sufficient import SampleStats
+from banditd.server.experiment_settings import CHECK_NAMES, GuardrailThresholds, Threshold
+from scipy import stats as sps
 
 DEFAULTS = GuardrailThresholds()
 

@@ -12,9 +12,7 @@ import math
 
 import numpy as np
 import pytest
-from scipy import stats as sps
-
-from admin_cli.stats.intervals import (
+from banditd.admin_cli.stats.intervals import (
     absolute_lift,
     mean_interval,
     relative_lift,
@@ -23,7 +21,8 @@ from admin_cli.stats.intervals import (
     wilson_interval,
     z_quantile,
 )
-from admin_cli.stats.sufficient import SampleStats
+from banditd.admin_cli.stats.sufficient import SampleStats
+from scipy import stats as sps
 
 REPS = 4000
 MC_TOL = 3 * math.sqrt(0.95 * 0.05 / REPS)

@@ -13,10 +13,7 @@ import math
 
 import numpy as np
 import pytest
-from scipy import integrate
-from scipy import stats as sps
-
-from admin_cli.stats.sequential import (
+from banditd.admin_cli.stats.sequential import (
     Look,
     always_valid_halfwidth,
     difference_look,
@@ -30,7 +27,9 @@ from admin_cli.stats.sequential import (
     running_p_value,
     tau2_from_mde,
 )
-from admin_cli.stats.sufficient import SampleStats
+from banditd.admin_cli.stats.sufficient import SampleStats
+from scipy import integrate
+from scipy import stats as sps
 
 ALPHA = 0.05
 MDE = 0.05

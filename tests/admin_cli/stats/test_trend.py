@@ -7,9 +7,8 @@ import math
 
 import numpy as np
 import pytest
-
-from admin_cli.stats.sufficient import SampleStats
-from admin_cli.stats.trend import daily_trend
+from banditd.admin_cli.stats.sufficient import SampleStats
+from banditd.admin_cli.stats.trend import daily_trend
 
 
 def _day(n: int, mean: float, var: float) -> SampleStats:

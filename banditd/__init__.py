@@ -1,1 +1,0 @@
-"""banditd: generated wire-contract stubs live in ``banditd.v1`` (built from ``proto/``)."""

@@ -1,0 +1,94 @@
+"""What the client sends and returns, shared by the blocking and the asyncio client.
+
+Requests are built here and answers turned into plain frozen dataclasses, so a caller
+never handles protobuf objects. ``SERVICE_CONFIG`` is the channel's gRPC service
+config: calls that fail with ``UNAVAILABLE`` (no server there yet, a server draining
+or starting, a connection lost before the call reached it) are retried by gRPC itself
+with exponential back-off, inside the call's deadline. Retrying is safe for both
+methods: banditd answers ``UNAVAILABLE`` only for a call it did not carry out, and
+``Reward`` is idempotent by decision id (a repeat answers ``DUPLICATE``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from banditd.v1 import decision_pb2 as pb
+
+DEFAULT_TARGET = "localhost:50051"
+#: Select's default deadline: the decision budget's outer limit.
+SELECT_DEADLINE = 0.12
+#: Reward's default deadline: a reward is acknowledged once durable, one group commit.
+REWARD_DEADLINE = 2.0
+
+
+def service_config(attempts: int) -> str:
+    """The channel's service config: retry on UNAVAILABLE up to ``attempts`` tries."""
+    if not 1 <= attempts <= 5:  # gRPC caps maxAttempts at 5
+        raise ValueError(f"attempts must be in [1, 5], got {attempts!r}")
+    policy = {
+        "name": [{"service": "banditd.v1.DecisionService"}],
+        "retryPolicy": {
+            "maxAttempts": attempts,
+            "initialBackoff": "0.01s",
+            "maxBackoff": "0.2s",
+            "backoffMultiplier": 2,
+            "retryableStatusCodes": ["UNAVAILABLE"],
+        },
+    }
+    if attempts == 1:
+        del policy["retryPolicy"]
+    return json.dumps({"methodConfig": [policy]})
+
+
+def channel_options(attempts: int, extra: Iterable[tuple[str, object]] = ()) -> list:
+    return [("grpc.enable_retries", 1), ("grpc.service_config", service_config(attempts)),
+            *extra]
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """One decision: the arm, the id to reward it by, and how it was chosen."""
+
+    decision_id: str
+    arm: str
+    policy: str
+    propensity: float
+    served_by: str  # a ServedBy name: POLICY, CONTROL, OUTSIDE_TRAFFIC, ...
+
+
+RewardOutcome = Literal["applied", "duplicate"]
+
+
+def select_request(
+    experiment_id: str,
+    user_id: str,
+    candidates: Iterable[str] | None = None,
+    context: Mapping[str, str] | None = None,
+) -> pb.SelectRequest:
+    return pb.SelectRequest(experiment_id=experiment_id, user_id=user_id,
+                            candidate_arms=list(candidates or ()), context=dict(context or {}))
+
+
+def selection(response: pb.SelectResponse) -> Selection:
+    return Selection(decision_id=response.decision_id, arm=response.arm,
+                     policy=response.policy, propensity=response.propensity,
+                     served_by=pb.ServedBy.Name(response.served_by))
+
+
+def reward_request(decision_id: str, value: float,
+                   event_time: datetime | None = None) -> pb.RewardRequest:
+    request = pb.RewardRequest(decision_id=decision_id, value=value)
+    if event_time is not None:
+        if event_time.tzinfo is None:
+            raise ValueError("event_time must be timezone-aware (for example datetime.now(UTC))")
+        request.event_time.FromDatetime(event_time)
+    return request
+
+
+def reward_outcome(response: pb.RewardResponse) -> RewardOutcome:
+    return "duplicate" if response.status == pb.DUPLICATE else "applied"

@@ -1,0 +1,43 @@
+# cython: language_level=3
+"""Control: the experiment's baseline, and the source of unbiased replay logs.
+
+``default_arm == -1``: a candidate uniformly at random, propensity exactly ``1/|C|``
+(uniform logs give unbiased offline replay, Li et al. 2011). Otherwise the fixed
+default arm with propensity 1.0 when it is a candidate, and the uniform choice over
+the candidates (propensity ``1/|C|``) when it is not. The statistics are still updated
+(control's reward is the comparison baseline) but never read by ``select``.
+"""
+
+from banditd.core_ext.policies._arms cimport PolicyBase
+from banditd.core_ext.policies._rng cimport Rng, uniform_index
+
+
+cdef class ControlPolicy(PolicyBase):
+    """Uniform or fixed-arm control over caller-owned statistics."""
+
+    def __init__(self, pulls, reward_sum, Rng rng not None, Py_ssize_t default_arm=-1):
+        PolicyBase.__init__(self, pulls, reward_sum, rng)
+        if not (default_arm == -1 or 0 <= default_arm < self.n_arms):
+            raise ValueError(
+                f"default_arm must be -1 (uniform) or an arm index in 0..{self.n_arms - 1}, "
+                f"got {default_arm}"
+            )
+        self.default_arm = default_arm
+
+    def select(self, candidates=None):
+        """Return ``(arm, propensity)``: the default arm (1.0) or uniform (1/|C|)."""
+        cdef Py_ssize_t j
+        if candidates is None:
+            if self.default_arm >= 0:
+                return self.default_arm, 1.0
+            return self._uniform(NULL, self.n_arms)
+        cdef const Py_ssize_t[::1] cand = self.checked_candidates(candidates)
+        if self.default_arm >= 0:
+            for j in range(cand.shape[0]):
+                if cand[j] == self.default_arm:
+                    return self.default_arm, 1.0
+        return self._uniform(&cand[0], cand.shape[0])
+
+    cdef object _uniform(self, const Py_ssize_t* cand, Py_ssize_t m):
+        cdef Py_ssize_t pick = uniform_index(self.bitgen, m)
+        return (pick if cand == NULL else cand[pick]), 1.0 / m
