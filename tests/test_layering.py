@@ -61,3 +61,15 @@ def test_a_serving_process_loads_neither_the_cli_nor_scipy():
     loaded = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
                             text=True, check=True).stdout.strip()
     assert loaded == "[]"
+
+
+def test_tests_do_not_import_the_benchmarks():
+    """What a test and a study share lives in the package; the studies stay free to
+    change their harness without breaking the suite."""
+    offenders = {
+        str(path.relative_to(ROOT)): bad
+        for path in sorted((ROOT / "tests").rglob("*.py"))
+        if (bad := sorted(n for n in _imports(path)
+                          if n == "benchmarks" or n.startswith("benchmarks.")))
+    }
+    assert offenders == {}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from scipy import integrate, stats
 
 
@@ -30,11 +29,3 @@ def binomial_se(p: float | np.ndarray, n: int) -> float | np.ndarray:
     return np.sqrt(np.asarray(p) * (1 - np.asarray(p)) / n)
 
 
-@pytest.fixture
-def stats_arrays():
-    """Factory: (pulls, reward_sum) float64 arrays from two sequences."""
-
-    def make(pulls, reward_sum):
-        return np.array(pulls, dtype=np.float64), np.array(reward_sum, dtype=np.float64)
-
-    return make
