@@ -34,14 +34,13 @@ def _call_options(func):
                         help="host:port of a running banditd.")(func)
 
 
-def _call(address: str, method: str, request, timeout: float):
-    """The answer of ``method``; a failed call exits with its code and one line."""
-    from banditd.v1 import decision_pb2_grpc
+def _call(address: str, method: str, call):
+    """``call(client)``'s answer; a failed call exits with its code and one line."""
+    from banditd.client import Client
 
-    with grpc.insecure_channel(address) as channel:
-        stub = decision_pb2_grpc.DecisionServiceStub(channel)
+    with Client(address) as client:
         try:
-            return getattr(stub, method)(request, timeout=timeout)
+            return call(client)
         except grpc.RpcError as err:
             hint = ""
             if err.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
@@ -71,15 +70,11 @@ def _parse_context(items: tuple[str, ...]) -> dict[str, str]:
 def select_command(experiment_id, user_id, candidates, context_items, quiet, address,
                    as_json, timeout) -> None:
     """Ask a running banditd which arm USER_ID gets in EXPERIMENT_ID."""
-    from banditd.v1 import decision_pb2 as pb
-
-    request = pb.SelectRequest(
-        experiment_id=experiment_id, user_id=user_id,
-        candidate_arms=[c.strip() for c in candidates.split(",")] if candidates else [],
-        context=_parse_context(context_items),
-    )
-    d = _call(address, "Select", request, timeout)
-    answer = {"arm": d.arm, "policy": d.policy, "served_by": pb.ServedBy.Name(d.served_by),
+    arms = [c.strip() for c in candidates.split(",")] if candidates else None
+    context = _parse_context(context_items)
+    d = _call(address, "Select", lambda client: client.select(
+        experiment_id, user_id, candidates=arms, context=context, deadline=timeout))
+    answer = {"arm": d.arm, "policy": d.policy, "served_by": d.served_by,
               "propensity": d.propensity, "decision_id": d.decision_id}
     if quiet:
         click.echo(d.decision_id)
@@ -98,14 +93,11 @@ def reward_command(decision_id, value, address, as_json, timeout) -> None:
     """Report VALUE as the outcome of DECISION_ID (from `banditd select`).
 
     Idempotent: sending it again answers DUPLICATE and counts nothing twice."""
-    from banditd.v1 import decision_pb2 as pb
-
-    reply = _call(address, "Reward", pb.RewardRequest(decision_id=decision_id, value=value),
-                  timeout)
-    status = pb.RewardStatus.Name(reply.status)
+    status = _call(address, "Reward", lambda client: client.reward(
+        decision_id, value, deadline=timeout)).upper()
     if as_json:
         click.echo(json.dumps({"decision_id": decision_id, "status": status}))
-    elif reply.status == pb.DUPLICATE:
+    elif status == "DUPLICATE":
         click.echo(f"{status}: this decision's reward was already counted; nothing changed")
     else:
         click.echo(f"{status}: reward {value:g} committed")

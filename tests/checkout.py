@@ -24,11 +24,13 @@ def tracked_files() -> list[str]:
         ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
         cwd=ROOT, check=True, capture_output=True,
     ).stdout.decode().split("\0")
-    return [name for name in listed if name and (ROOT / name).is_file()]
+    return [name for name in listed
+            if name and ((ROOT / name).is_file() or (ROOT / name).is_symlink())]
 
 
 # What `pip install -e .` writes into the tree (the editable install imports them there).
-BUILD_OUTPUTS = ("core_ext/*.so", "banditd/v1/*_pb2*.py", "banditd/v1/*_pb2*.pyi")
+BUILD_OUTPUTS = ("core_ext/**/*.so", "banditd/v1/*_pb2*.py", "banditd/v1/*_pb2*.pyi",
+                 "banditd/v1/*.proto")
 
 
 def copy_checkout(target: Path, *, built: bool) -> Path:
@@ -44,7 +46,10 @@ def copy_checkout(target: Path, *, built: bool) -> Path:
     for name in names:
         destination = checkout / name
         destination.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / name, destination)
+        if (ROOT / name).is_symlink():  # as git checks a link out: the link itself
+            destination.symlink_to(os.readlink(ROOT / name))
+        else:
+            shutil.copy2(ROOT / name, destination)
     data = target / "shared" / "data"
     data.mkdir(parents=True)
     (data / "ml-100k").symlink_to(locate_ml100k().resolve())

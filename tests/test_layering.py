@@ -1,5 +1,6 @@
 """The layers import downwards only: the server and the kernels never import the
-operator's CLI (and through it SciPy and matplotlib)."""
+operator's CLI (and through it SciPy and matplotlib), and the tests never import the
+benchmarks."""
 
 from __future__ import annotations
 
