@@ -74,7 +74,7 @@ def test_the_client_is_the_servers_client_files_and_needs_only_grpc(wheels):
     assert {name.rsplit("/", 1)[0] for name in client} == {"banditd/v1", "banditd/client"}
     assert {"banditd/v1/decision_pb2.pyi", "banditd/v1/decision_pb2_grpc.pyi",
             "banditd/v1/decision.proto", "banditd/v1/py.typed",
-            "banditd/client/py.typed"} <= set(client)
+            "banditd/client/py.typed", "banditd/client/service_config.json"} <= set(client)
     assert {name: server.get(name) for name in client} == client
     assert [r.split(">")[0] for r in _requires(wheels["client"])] == ["grpcio", "protobuf"]
 

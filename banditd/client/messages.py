@@ -1,12 +1,14 @@
 """What the client sends and returns, shared by the blocking and the asyncio client.
 
 Requests are built here and answers turned into plain frozen dataclasses, so a caller
-never handles protobuf objects. ``SERVICE_CONFIG`` is the channel's gRPC service
-config: calls that fail with ``UNAVAILABLE`` (no server there yet, a server draining
-or starting, a connection lost before the call reached it) are retried by gRPC itself
-with exponential back-off, inside the call's deadline. Retrying is safe for both
-methods: banditd answers ``UNAVAILABLE`` only for a call it did not carry out, and
-``Reward`` is idempotent by decision id (a repeat answers ``DUPLICATE``).
+never handles protobuf objects. ``service_config.json`` beside this module is the
+channel's gRPC service config, the one file for clients in every language:
+``round_robin`` over the addresses a name resolves to, and calls that fail with
+``UNAVAILABLE`` (no server there yet, a server draining or starting, a connection lost
+before the call reached it) retried by gRPC itself with exponential back-off, inside
+the call's deadline. Retrying is safe for both methods: banditd answers
+``UNAVAILABLE`` only for a call it did not carry out, and ``Reward`` is idempotent by
+decision id (a repeat answers ``DUPLICATE``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from importlib import resources
 from typing import Literal
 
 from banditd.v1 import decision_pb2 as pb
@@ -27,22 +30,18 @@ REWARD_DEADLINE = 2.0
 
 
 def service_config(attempts: int) -> str:
-    """The channel's service config: retry on UNAVAILABLE up to ``attempts`` tries."""
+    """``service_config.json`` (the config every client should use: ``round_robin``
+    over the addresses a name resolves to, and the retry policy) with ``attempts``
+    tries per call."""
     if not 1 <= attempts <= 5:  # gRPC caps maxAttempts at 5
         raise ValueError(f"attempts must be in [1, 5], got {attempts!r}")
-    policy = {
-        "name": [{"service": "banditd.v1.DecisionService"}],
-        "retryPolicy": {
-            "maxAttempts": attempts,
-            "initialBackoff": "0.01s",
-            "maxBackoff": "0.2s",
-            "backoffMultiplier": 2,
-            "retryableStatusCodes": ["UNAVAILABLE"],
-        },
-    }
-    if attempts == 1:
-        del policy["retryPolicy"]
-    return json.dumps({"methodConfig": [policy]})
+    config = json.loads(resources.files(__package__).joinpath("service_config.json").read_text())
+    for method in config["methodConfig"]:
+        if attempts == 1:
+            del method["retryPolicy"]
+        else:
+            method["retryPolicy"]["maxAttempts"] = attempts
+    return json.dumps(config)
 
 
 def channel_options(attempts: int, extra: Iterable[tuple[str, object]] = ()) -> list:
