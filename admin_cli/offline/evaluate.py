@@ -27,29 +27,25 @@ the *fixed policy it would be after learning from the log*, asked to choose from
 
 - a kernel policy (``thompson``, ``ucb``, ``egreedy``, ``control``): the
   ``core_ext`` kernel, with the experiment's parameters for that policy, is given
-  the per-arm statistics (pulls, reward sums) of the logged events, and its
-  distribution is read from the kernel itself *with the candidate set*, i.e. the same
-  code path the server runs for a request offering ``C_i`` (once per distinct set
-  and fold: sets repeat per user, so this is cheap):
+  the per-arm statistics (pulls, reward sums) of the logged events, and ``pi_i`` is
+  the kernel's own ``action_distribution(C_i)``: the probability that its next
+  ``select(C_i)`` picks each arm (once per distinct set and fold: sets repeat per
+  user, so this is cheap). Nothing is selected or learned while reading it.
 
-  * full set: ``pi(a)`` is the propensity the kernel reports when it selects ``a``
-    over ``draws`` selections (arms never selected get 0);
-  * subset, ``ucb`` / ``egreedy`` / ``control``: the same reading with
-    ``select(C_i)``, stopped as soon as the reported propensities of the arms seen
-    sum to 1; if ``draws`` run out first, the missing mass is shared equally by the
-    candidates never selected. Exact: these kernels report exact propensities, the
-    arms they can leave unseen all have the same probability (ε-greedy's
-    non-greedy arms ``eps/|C|``, uniform control's ``1/|C|``; UCB's are 0), and
-    their subset rule is not a renormalisation of the full-set one (UCB's bonus uses
-    ``N = sum_{a in C} n_a``; ε-greedy explores uniformly over ``C`` and exploits
-    the best arm *within* ``C``; control plays its default arm if offered, else
-    uniform over ``C``), so reading it from the kernel is what makes it right;
-  * subset, ``thompson``: ``P(theta_a = max_{j in C_i} theta_j)`` estimated by the
-    kernel's ``win_probabilities(C_i, draws)`` (``draws`` joint posterior samples
-    of the arms in ``C_i``; standard error ``sqrt(p (1 - p) / draws)``, unbiased,
-    unfloored). Renormalising the full-set win probabilities over ``C_i`` would be
-    wrong (an arm rarely the global winner can be the likely winner within
-    ``C_i``), so it is not done;
+  * ``ucb`` / ``egreedy`` / ``control``: exact, from the kernel's own rule. Their
+    subset rule is not a renormalisation of the full-set one (UCB's bonus uses
+    ``N = sum_{a in C} n_a`` and plays untried offered arms first; ε-greedy explores
+    uniformly over ``C`` and exploits the best arm *within* ``C``; control plays its
+    default arm if offered, else uniform over ``C``), which is why it is read from
+    the kernel rather than rebuilt here;
+  * ``thompson``: ``P(theta_a = max_{j in C_i} theta_j)`` estimated by win
+    frequencies of joint posterior samples (unbiased, unfloored, standard error
+    ``sqrt(p (1 - p) / D)``): for a full-set request the kernel's cached estimate,
+    the one its propensities come from (``D`` = its ``propensity_draws``, 4096), for
+    a subset ``D`` = ``EvaluateConfig.draws`` fresh samples of the arms in ``C_i``
+    (independent per set and fold). Renormalising the full-set probabilities over
+    ``C_i`` would be wrong (an arm rarely the global winner can be the likely winner
+    within ``C_i``), so it is not done;
 
 - ``greedy``: all mass on the arm(s) of ``C_i`` with the highest mean logged reward
   (ties share; arms never logged count at the overall mean);
@@ -83,7 +79,7 @@ from banditd.admin_cli.offline.estimators import (
     LoggedData,
     estimate_policy,
 )
-from banditd.admin_cli.offline.replay import Kernel, KernelFactory, core_ext_factory
+from banditd.admin_cli.offline.replay import KernelFactory, core_ext_factory
 
 FIXED_CANDIDATES = ("uniform", "greedy")
 
@@ -226,7 +222,7 @@ async def fetch_logged_experiment(conn: asyncpg.Connection, experiment_id: str) 
 class EvaluateConfig:
     """Candidate construction and estimation settings."""
 
-    draws: int = 4000  # selections per state when reading a kernel's arm distribution
+    draws: int = 4000  # Thompson posterior samples per candidate subset's win probabilities
     seed: int = 0  # fold split and kernel randomness
     estimation: EstimationConfig = field(default_factory=EstimationConfig)
 
@@ -320,70 +316,6 @@ class EvaluationReport:
             "candidates": candidates,
             "warnings": list(self.warnings),
         }
-
-
-def kernel_action_distribution(
-    kernel: Kernel, n_arms: int, draws: int, candidates: np.ndarray | None = None
-) -> np.ndarray:
-    """``pi(a)`` of a kernel in its current state, from the propensities it reports.
-
-    ``candidates`` None (every arm): selects ``draws`` times without updating;
-    ``pi(a)`` is the propensity reported when ``a`` was selected (arms never selected
-    get 0), renormalised to sum to 1.
-
-    ``candidates`` (arm indices): the same with ``select(candidates)``, but stops as
-    soon as the propensities of the arms seen sum to 1, and if ``draws`` run out
-    first gives the missing mass in equal shares to the candidates never selected
-    (exact for kernels reporting exact propensities whose unseen arms are equally
-    likely: ε-greedy, UCB, control; see the module docstring). Zero off the set.
-    """
-    pi = np.zeros(n_arms)
-    seen = np.zeros(n_arms, dtype=bool)
-    if candidates is None:
-        for _ in range(draws):
-            arm, propensity = kernel.select(None)
-            if not seen[arm]:
-                seen[arm] = True
-                pi[arm] = propensity
-    else:
-        total = 0.0
-        for _ in range(draws):
-            arm, propensity = kernel.select(candidates)
-            if not seen[arm]:
-                seen[arm] = True
-                pi[arm] = propensity
-                total += propensity
-                if total >= 1.0 - 1e-9:
-                    break
-        unseen = np.zeros(n_arms, dtype=bool)
-        unseen[candidates] = True
-        unseen &= ~seen
-        if unseen.any() and total < 1.0:
-            pi[unseen] = (1.0 - total) / unseen.sum()
-    total = pi.sum()
-    if not total > 0:
-        raise ValueError("the kernel reported zero propensities for every selected arm")
-    return pi / total
-
-
-def restricted_kernel_distribution(
-    kernel: Kernel, n_arms: int, candidates: Sequence[int], draws: int
-) -> np.ndarray:
-    """``pi(a)`` of a kernel asked to choose among ``candidates`` (arm indices), [K].
-
-    A kernel with ``win_probabilities`` (Thompson sampling) gives its Monte Carlo
-    estimate of ``P(theta_a = max_{j in C} theta_j)`` from ``draws`` joint posterior
-    samples of the candidates; any other kernel is read with
-    :func:`kernel_action_distribution`. Zero off the set.
-    """
-    cand = np.asarray(candidates, dtype=np.intp)
-    win_probabilities = getattr(kernel, "win_probabilities", None)
-    if win_probabilities is None:
-        return kernel_action_distribution(kernel, n_arms, draws, cand)
-    wins = np.asarray(win_probabilities(cand, draws), dtype=np.float64)
-    pi = np.zeros(n_arms)
-    pi[cand] = wins / wins.sum()  # the win frequencies of draws samples sum to 1
-    return pi
 
 
 def arm_means(actions: np.ndarray, rewards: np.ndarray, n_arms: int) -> np.ndarray:
@@ -519,12 +451,9 @@ def evaluate_experiment(
                 reward_sum = np.bincount(data.actions[learn], weights=rewards[learn],
                                          minlength=k).astype(np.float64)
                 seed = np.random.SeedSequence(config.seed, spawn_key=(f, zlib.crc32(cand.encode())))
-                kernel = factory(cand, pulls, reward_sum, seed)
-
-                def distribution(subset: Sequence[int] | None = None, kernel=kernel) -> np.ndarray:
-                    if subset is None:
-                        return kernel_action_distribution(kernel, k, config.draws)
-                    return restricted_kernel_distribution(kernel, k, subset, config.draws)
+                distribution = factory(cand, pulls, reward_sum, seed).action_distribution
+                if cand == "thompson":
+                    distribution = partial(distribution, draws=config.draws)
 
             if full_rows.any():
                 pi[full_rows] = distribution()

@@ -6,7 +6,10 @@
 default arm with propensity 1.0 when it is a candidate, and the uniform choice over
 the candidates (propensity ``1/|C|``) when it is not. The statistics are still updated
 (control's reward is the comparison baseline) but never read by ``select``.
+``action_distribution(C)`` is the same rule as a vector over the K arms.
 """
+
+import numpy as np
 
 from banditd.core_ext.policies._arms cimport PolicyBase
 from banditd.core_ext.policies._rng cimport Rng, uniform_index
@@ -37,6 +40,21 @@ cdef class ControlPolicy(PolicyBase):
                 if cand[j] == self.default_arm:
                     return self.default_arm, 1.0
         return self._uniform(&cand[0], cand.shape[0])
+
+    def action_distribution(self, candidates=None):
+        """P(the next ``select(candidates)`` returns arm a), float64 of length K, exact:
+        1 on the default arm when it is a candidate, else ``1/|C|`` on every candidate;
+        0 outside C. ``candidates``: as ``select``."""
+        if candidates is None:
+            arms = np.arange(self.n_arms)
+        else:
+            arms = np.asarray(self.checked_candidates(candidates))
+        out = np.zeros(self.n_arms, dtype=np.float64)
+        if self.default_arm >= 0 and (arms == self.default_arm).any():
+            out[self.default_arm] = 1.0
+        else:
+            out[arms] = 1.0 / arms.shape[0]
+        return out
 
     cdef object _uniform(self, const Py_ssize_t* cand, Py_ssize_t m):
         cdef Py_ssize_t pick = uniform_index(self.bitgen, m)

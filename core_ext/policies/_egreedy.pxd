@@ -9,3 +9,4 @@ cdef class EpsilonGreedyPolicy(PolicyBase):
     cdef readonly double decay      # eps_t = epsilon / (1 + decay * total_pulls), decay >= 0
 
     cdef object _select(self, const Py_ssize_t* cand, Py_ssize_t m)
+    cdef object _distribution(self, const Py_ssize_t* cand, Py_ssize_t m)

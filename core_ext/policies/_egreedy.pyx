@@ -8,7 +8,9 @@ greedy set G = argmax_{a in C} mean_a, where ``mean_a = s_a / n_a`` and an untri
 arm (n_a == 0) counts as +inf, so untried arms are exploited (explored) first.
 
 Propensity of the chosen arm a, exact:
-``p_a = eps_t / |C| + (1 - eps_t) * [a in G] / |G|``.
+``p_a = eps_t / |C| + (1 - eps_t) * [a in G] / |G|``; ``action_distribution(C)`` is
+that p_a for every a in C (0 outside), from the same helpers, so it equals the
+propensity ``select`` reports bit for bit.
 
 Cost: one pass over C for the greedy set (one division per arm), one more only for
 the exploit pick when |G| > 1, plus one pass over all K arms for N when decay > 0.
@@ -16,12 +18,48 @@ the exploit pick when |G| > 1, plus one pass over all K arms for N when decay > 
 
 from libc.math cimport isfinite, INFINITY
 
+import numpy as np
+
 from banditd.core_ext.policies._arms cimport PolicyBase
 from banditd.core_ext.policies._rng cimport Rng, uniform01, uniform_index
 
 
 cdef inline double _mean(const double* n, const double* s, Py_ssize_t arm) noexcept nogil:
     return s[arm] / n[arm] if n[arm] > 0.0 else INFINITY
+
+
+cdef inline double _prob(double eps, Py_ssize_t m, Py_ssize_t n_greedy, bint greedy) noexcept nogil:
+    return eps / m + ((1.0 - eps) / n_greedy if greedy else 0.0)
+
+
+cdef double _epsilon_t(double epsilon, double decay, const double* n, Py_ssize_t k) noexcept nogil:
+    """epsilon / (1 + decay * N), N = pulls over all k arms."""
+    cdef double total = 0.0
+    cdef Py_ssize_t a
+    if decay == 0.0:
+        return epsilon
+    for a in range(k):
+        total += n[a]
+    return epsilon / (1.0 + decay * total)
+
+
+cdef Py_ssize_t _greedy_set(const double* n, const double* s, const Py_ssize_t* cand,
+                            Py_ssize_t m, double* best, Py_ssize_t* first) noexcept nogil:
+    """|G| for G = argmax_{a in C} mean_a; sets ``best`` (the max) and ``first`` (G's first arm)."""
+    cdef Py_ssize_t j, arm, n_greedy = 0
+    cdef double v
+    best[0] = -INFINITY
+    first[0] = 0
+    for j in range(m):
+        arm = j if cand == NULL else cand[j]
+        v = _mean(n, s, arm)
+        if v > best[0]:
+            best[0] = v
+            n_greedy = 1
+            first[0] = arm
+        elif v == best[0]:
+            n_greedy += 1
+    return n_greedy
 
 
 cdef class EpsilonGreedyPolicy(PolicyBase):
@@ -40,13 +78,7 @@ cdef class EpsilonGreedyPolicy(PolicyBase):
     @property
     def current_epsilon(self):
         """eps_t for the current statistics."""
-        cdef double total = 0.0
-        cdef Py_ssize_t a
-        if self.decay == 0.0:
-            return self.epsilon
-        for a in range(self.n_arms):
-            total += self.pulls[a]
-        return self.epsilon / (1.0 + self.decay * total)
+        return _epsilon_t(self.epsilon, self.decay, &self.pulls[0], self.n_arms)
 
     def select(self, candidates=None):
         """Return ``(arm, propensity)`` with the exact ε-greedy propensity."""
@@ -55,26 +87,28 @@ cdef class EpsilonGreedyPolicy(PolicyBase):
         cdef const Py_ssize_t[::1] cand = self.checked_candidates(candidates)
         return self._select(&cand[0], cand.shape[0])
 
+    def action_distribution(self, candidates=None):
+        """P(the next ``select(candidates)`` returns arm a), float64 of length K, exact.
+
+        ε-greedy (Sutton & Barto 2018, §2.2–2.4) with ``eps_t = epsilon / (1 + decay N)``,
+        N = Σ_a n_a over all K arms: ``p_a = eps_t / |C| + (1 - eps_t) [a in G] / |G|``
+        for a in C, G the candidates of largest mean (an untried arm's is +inf), and 0
+        outside C. ``candidates``: as ``select``.
+        """
+        if candidates is None:
+            return self._distribution(NULL, self.n_arms)
+        cdef const Py_ssize_t[::1] cand = self.checked_candidates(candidates)
+        return self._distribution(&cand[0], cand.shape[0])
+
     cdef object _select(self, const Py_ssize_t* cand, Py_ssize_t m):
         cdef const double* n = &self.pulls[0]
         cdef const double* s = &self.reward_sum[0]
-        cdef Py_ssize_t j, arm, chosen = 0, n_greedy = 0, pick
-        cdef double eps = self.epsilon, total = 0.0, best = -INFINITY, v
+        cdef Py_ssize_t j, arm, chosen, n_greedy, pick
+        cdef double eps, best
         cdef bint explore, chosen_greedy
         with nogil:
-            if self.decay > 0.0:
-                for j in range(self.n_arms):
-                    total += n[j]
-                eps = eps / (1.0 + self.decay * total)
-            for j in range(m):
-                arm = j if cand == NULL else cand[j]
-                v = _mean(n, s, arm)
-                if v > best:
-                    best = v
-                    n_greedy = 1
-                    chosen = arm
-                elif v == best:
-                    n_greedy += 1
+            eps = _epsilon_t(self.epsilon, self.decay, n, self.n_arms)
+            n_greedy = _greedy_set(n, s, cand, m, &best, &chosen)
             explore = eps > 0.0 and uniform01(self.bitgen) < eps
             if explore:
                 pick = uniform_index(self.bitgen, m)
@@ -91,4 +125,17 @@ cdef class EpsilonGreedyPolicy(PolicyBase):
                                 chosen = arm
                                 break
                             pick -= 1
-        return chosen, eps / m + ((1.0 - eps) / n_greedy if chosen_greedy else 0.0)
+        return chosen, _prob(eps, m, n_greedy, chosen_greedy)
+
+    cdef object _distribution(self, const Py_ssize_t* cand, Py_ssize_t m):
+        cdef const double* n = &self.pulls[0]
+        cdef const double* s = &self.reward_sum[0]
+        cdef Py_ssize_t j, arm, first
+        cdef double best, eps = _epsilon_t(self.epsilon, self.decay, n, self.n_arms)
+        cdef Py_ssize_t n_greedy = _greedy_set(n, s, cand, m, &best, &first)
+        out = np.zeros(self.n_arms, dtype=np.float64)
+        cdef double[::1] p = out
+        for j in range(m):
+            arm = j if cand == NULL else cand[j]
+            p[arm] = _prob(eps, m, n_greedy, _mean(n, s, arm) == best)
+        return out

@@ -13,7 +13,7 @@ cdef class ThompsonPolicy(PolicyBase):
     cdef readonly Py_ssize_t propensity_draws   # M: full-set Monte Carlo draws per refresh
     cdef readonly Py_ssize_t subset_draw_budget # Beta draws spent per subset propensity
     cdef readonly int64_t propensity_version    # ``version`` the cache was computed at; -1 = never
-    cdef double[::1] _prop                      # cached full-set win probabilities, floored at 1/(M+1)
+    cdef double[::1] _prop                      # cached full-set win frequencies W_a / M (unfloored)
     cdef Rng _prop_rng                          # child generator for refresh (may run in a worker thread)
     cdef bint _refreshing                       # a refresh is running (checked and set under the GIL)
     cdef double[::1] _a                         # estimator scratch (lazy): Beta alpha per compacted arm

@@ -40,6 +40,12 @@ weights infinite for an arm that was in fact chosen, the returned value is floor
   ``1 / (m + 1)``; standard error ``sqrt(p (1 - p) / m)``. These samples are
   independent of the one that chose the arm (reusing that one would bias p̂ upwards).
   A "subset" that contains every arm takes the cached full-set path.
+
+``action_distribution(C)`` returns these Monte Carlo estimates as a vector over the K
+arms, unfloored (so they sum to 1): for the full set the cached p̂ (what ``select``
+reads, floor aside: its propensity is ``max(p̂_a, 1 / (M + 1))``), for a subset a
+fresh ``win_probabilities(C, draws)``. It is never the full-set estimate renormalised
+over C: an arm that rarely wins among all K can be the likely winner within C.
 """
 
 from libc.math cimport isfinite
@@ -170,6 +176,8 @@ cdef class ThompsonPolicy(PolicyBase):
                 self._ensure_scratch()
                 self._prop = self._estimate_full(self.rng, self._a, self._b, self._wins, self._x)
                 self.propensity_version = self.version
+            if self._prop[j] == 0.0:
+                return j, 1.0 / (self.propensity_draws + 1.0)   # the floor (module docstring)
             return j, self._prop[j]
         return self._select_subset(self.checked_candidates(candidates))
 
@@ -201,7 +209,7 @@ cdef class ThompsonPolicy(PolicyBase):
 
     cdef object _estimate_full(self, Rng rng, double[::1] a, double[::1] b, int64_t[::1] wins,
                                double[::1] x):
-        """Win probabilities of all K arms from M full-set samples, floored at 1/(M+1)."""
+        """Win probabilities W_a / M of all K arms from M full-set samples (unfloored)."""
         cdef Py_ssize_t i, k = self.n_arms
         cdef Py_ssize_t draws = self.propensity_draws
         for i in range(k):     # copy under the GIL: the loop below must not see updates
@@ -210,8 +218,7 @@ cdef class ThompsonPolicy(PolicyBase):
             wins[i] = 0
         with nogil:
             _count_wins(rng.bitgen, &a[0], &b[0], k, draws, &wins[0], &x[0])
-        prop = np.asarray(wins) / float(draws)
-        return np.maximum(prop, 1.0 / (draws + 1.0))
+        return np.asarray(wins) / float(draws)
 
     def refresh_propensities(self):
         """Recompute the cached full-set win probabilities if ``version`` moved on.
@@ -264,7 +271,35 @@ cdef class ThompsonPolicy(PolicyBase):
         return True
 
     def cached_propensities(self):
-        """A copy of the cached full-set win probabilities (as of ``propensity_version``)."""
+        """The cached full-set win probabilities as ``select`` reports them (floored at
+        1/(M+1)), as of ``propensity_version``."""
+        if self.propensity_version < 0:
+            self.refresh_propensities()
+        return np.maximum(self._prop, 1.0 / (self.propensity_draws + 1.0))
+
+    def action_distribution(self, candidates=None, Py_ssize_t draws=0):
+        """Estimated P(the next ``select(candidates)`` returns arm a), float64 of length K.
+
+        P(a) = P(theta_a = max_{j in C} theta_j), theta_j ~ Beta(alpha_j, beta_j)
+        independently (Thompson 1933; Chapelle & Li 2011), estimated by the win
+        frequency W_a / D over D joint posterior samples of the arms in C: unbiased,
+        standard error ``sqrt(P(a) (1 - P(a)) / D)``, unfloored, summing to 1, 0
+        outside C.
+
+        ``candidates`` None (or every arm): the cached estimate ``select`` reads, D =
+        ``propensity_draws``, as of ``propensity_version`` (computed if never built;
+        ``refresh_propensities()`` brings a stale one up to date); ``draws`` is not
+        used. A proper subset: a fresh estimate with D = ``draws`` (0:
+        ``propensity_draws``). ``candidates`` is validated as in ``select``.
+        """
+        if draws < 0:
+            raise ValueError(f"draws must be >= 1 (0: propensity_draws), got {draws}")
+        if candidates is not None:
+            cand = np.asarray(self.checked_candidates(candidates))
+            if cand.shape[0] < self.n_arms:
+                out = np.zeros(self.n_arms, dtype=np.float64)
+                out[cand] = self.win_probabilities(cand, draws)
+                return out
         if self.propensity_version < 0:
             self.refresh_propensities()
         return np.array(self._prop, copy=True)

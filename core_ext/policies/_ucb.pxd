@@ -8,3 +8,4 @@ cdef class UCB1Policy(PolicyBase):
     cdef readonly double c      # exploration constant, >= 0 (sqrt(2) in Auer et al. 2002)
 
     cdef object _select(self, const Py_ssize_t* cand, Py_ssize_t m)
+    cdef object _distribution(self, const Py_ssize_t* cand, Py_ssize_t m)

@@ -16,12 +16,11 @@ from banditd.admin_cli.cli_support import json_text
 from banditd.admin_cli.offline.estimators import EstimationConfig
 from banditd.admin_cli.offline.evaluate import (
     EvaluateConfig,
+    LoggedExperiment,
     evaluate_experiment,
     fetch_logged_experiment,
     greedy_distribution,
-    kernel_action_distribution,
 )
-from banditd.core_ext.policies import Rng, make_kernel, params_from_dict
 from banditd.server.experiment_store import ExperimentNotFound
 
 from tests.admin_cli.offline.logged_fixtures import ARMS, write_logged_experiment
@@ -73,13 +72,23 @@ async def test_estimates_recover_known_policy_values(db_conn):
 
 
 def test_egreedy_distribution_is_read_exactly_from_the_kernel():
-    pulls = np.array([10.0, 10.0, 10.0])
-    sums = np.array([1.0, 9.0, 5.0])
-    kernel = make_kernel("egreedy", params_from_dict("egreedy", {"epsilon": 0.3}), pulls, sums,
-                         Rng(1))
-    pi = kernel_action_distribution(kernel, 3, 500)
-    np.testing.assert_allclose(pi, [0.1, 0.8, 0.1])
-    assert pulls.tolist() == [10.0, 10.0, 10.0]  # reading the distribution learns nothing
+    """Arm means 0, 0.5, 1 in both folds, epsilon 0.3: every full-set request gets
+    [0.1, 0.1, 0.8]; a request offering {0, 1} explores over the two and exploits arm
+    1, [0.15, 0.85, 0] (a renormalised full-set distribution would give [0.5, 0.5, 0])."""
+    n = 300
+    subset = (np.arange(n) // 3) % 2 == 1
+    actions = np.where(subset, np.arange(n) % 2, np.arange(n) % 3)   # subset rows: a or b
+    logged = LoggedExperiment(
+        experiment_id="x", arms=("a", "b", "c"), policies=("egreedy",),
+        policy_params={"egreedy": {"epsilon": 0.3}}, reward_min=0.0, reward_max=1.0,
+        actions=actions, values=actions / 2,
+        propensities=np.full(n, 0.5), logged_policy=np.array(["egreedy"] * n, dtype=object),
+        candidate_sets=((0, 1),), candidate_set=np.where(subset, 0, -1),
+    )
+    [egreedy] = evaluate_experiment(logged, ("egreedy",), CONFIG).candidates
+    share = subset.mean()
+    expected = (1 - share) * np.array([0.1, 0.1, 0.8]) + share * np.array([0.15, 0.85, 0.0])
+    np.testing.assert_allclose(egreedy.action_dist, expected, rtol=1e-12)
 
 
 def test_greedy_shares_ties_and_scores_unseen_arms_at_the_overall_mean():

@@ -24,8 +24,6 @@ from banditd.admin_cli.offline.evaluate import (
     evaluate_experiment,
     fetch_logged_experiment,
     greedy_over,
-    kernel_action_distribution,
-    restricted_kernel_distribution,
     uniform_over,
 )
 from banditd.core_ext.policies import Rng, make_kernel, params_from_dict
@@ -211,6 +209,10 @@ def _kernel(name: str, pulls, sums, params=None, arms=()):
                        np.asarray(sums, float), Rng(3), arms)
 
 
+def _restricted(kernel, candidates, **kw) -> np.ndarray:
+    return kernel.action_distribution(np.array(candidates, dtype=np.intp), **kw)
+
+
 def test_uniform_and_greedy_over_a_subset():
     np.testing.assert_allclose(uniform_over(4, (1, 3)), [0, 0.5, 0, 0.5])
     np.testing.assert_allclose(uniform_over(4), [0.25] * 4)
@@ -223,45 +225,39 @@ def test_uniform_and_greedy_over_a_subset():
 def test_egreedy_restricted_is_exact_and_not_a_renormalisation():
     pulls, sums = [10, 10, 10, 10], [9, 5, 3, 1]
     kernel = _kernel("egreedy", pulls, sums, {"epsilon": 0.3})
-    full = kernel_action_distribution(kernel, 4, 2000)
+    full = kernel.action_distribution()
     np.testing.assert_allclose(full, [0.775, 0.075, 0.075, 0.075])
     # offered {1, 2, 3}: explore uniformly over the 3, exploit arm 1 (the best offered);
     # renormalising the full-set distribution would give 1/3 each
-    pi = restricted_kernel_distribution(kernel, 4, (1, 2, 3), 2000)
-    np.testing.assert_allclose(pi, [0, 0.1 + 0.7, 0.1, 0.1])
-    # tiny epsilon: the non-greedy candidates are (almost) never drawn in 50 selections,
-    # their equal shares are filled in exactly
+    np.testing.assert_allclose(_restricted(kernel, (1, 2, 3)), [0, 0.1 + 0.7, 0.1, 0.1])
+    # tiny epsilon: the non-greedy candidates, which select would (almost) never show,
+    # still get their exact share
     kernel = _kernel("egreedy", pulls, sums, {"epsilon": 0.001})
-    pi = restricted_kernel_distribution(kernel, 4, (1, 2, 3), 50)
-    np.testing.assert_allclose(pi, [0, 0.999 + 0.001 / 3, 0.001 / 3, 0.001 / 3])
-    assert np.asarray(pulls).tolist() == [10, 10, 10, 10]
+    np.testing.assert_allclose(_restricted(kernel, (1, 2, 3)),
+                               [0, 0.999 + 0.001 / 3, 0.001 / 3, 0.001 / 3])
 
 
 def test_ucb_restricted_uses_the_subset_statistics():
     pulls, sums = [100, 40, 50, 50], [95, 20, 20, 30]
     kernel = _kernel("ucb", pulls, sums)
-    np.testing.assert_allclose(kernel_action_distribution(kernel, 4, 100), [1, 0, 0, 0])
+    np.testing.assert_allclose(kernel.action_distribution(), [1, 0, 0, 0])
     cand = [1, 2, 3]
     total = sum(pulls[a] for a in cand)  # UCB's N is over the offered arms
     index = [sums[a] / pulls[a] + math.sqrt(2 * math.log(total) / pulls[a]) for a in cand]
     expected = np.zeros(4)
     expected[cand[int(np.argmax(index))]] = 1.0
-    np.testing.assert_allclose(restricted_kernel_distribution(kernel, 4, cand, 100), expected)
+    np.testing.assert_allclose(_restricted(kernel, cand), expected)
     # an untried offered arm is played first, ties share
     kernel = _kernel("ucb", [5, 0, 0, 5], [5, 0, 0, 1])
-    np.testing.assert_allclose(restricted_kernel_distribution(kernel, 4, (0, 1, 2), 500),
-                               [0, 0.5, 0.5, 0])
+    np.testing.assert_allclose(_restricted(kernel, (0, 1, 2)), [0, 0.5, 0.5, 0])
 
 
 def test_control_restricted_plays_its_default_arm_only_when_offered():
     kernel = _kernel("control", [0] * 4, [0] * 4, {"default_arm": "a"}, arms=("a", "b", "c", "d"))
-    np.testing.assert_allclose(restricted_kernel_distribution(kernel, 4, (0, 2), 500),
-                               [1, 0, 0, 0])
-    np.testing.assert_allclose(restricted_kernel_distribution(kernel, 4, (1, 2, 3), 500),
-                               [0, 1 / 3, 1 / 3, 1 / 3])
+    np.testing.assert_allclose(_restricted(kernel, (0, 2)), [1, 0, 0, 0])
+    np.testing.assert_allclose(_restricted(kernel, (1, 2, 3)), [0, 1 / 3, 1 / 3, 1 / 3])
     uniform = _kernel("control", [0] * 4, [0] * 4)
-    np.testing.assert_allclose(restricted_kernel_distribution(uniform, 4, (1, 3), 500),
-                               [0, 0.5, 0, 0.5])
+    np.testing.assert_allclose(_restricted(uniform, (1, 3)), [0, 0.5, 0, 0.5])
 
 
 def test_thompson_restricted_is_the_win_probability_within_the_subset():
@@ -270,7 +266,7 @@ def test_thompson_restricted_is_the_win_probability_within_the_subset():
     pulls, sums = [100, 20, 20, 20], [95, 12, 10, 8]
     kernel = _kernel("thompson", pulls, sums)
     draws = 20000
-    pi = restricted_kernel_distribution(kernel, 4, (1, 2, 3), draws)
+    pi = _restricted(kernel, (1, 2, 3), draws=draws)
     betas = [stats.beta(1 + s, 1 + n - s) for n, s in zip(pulls, sums, strict=True)]
 
     def win(a: int, others: tuple[int, ...]) -> float:

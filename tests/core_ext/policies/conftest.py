@@ -29,3 +29,7 @@ def binomial_se(p: float | np.ndarray, n: int) -> float | np.ndarray:
     return np.sqrt(np.asarray(p) * (1 - np.asarray(p)) / n)
 
 
+def select_frequencies(policy, candidates, n: int) -> np.ndarray:
+    """Share of n ``select(candidates)`` calls that returned each of the K arms."""
+    arms = [policy.select(candidates)[0] for _ in range(n)]
+    return np.bincount(arms, minlength=policy.n_arms) / n

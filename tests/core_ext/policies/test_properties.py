@@ -1,12 +1,15 @@
 """Property tests (hypothesis) over every kernel: the arm is always a candidate, the
-propensity is in (0, 1], statistics never become NaN, and bad input always raises
-and leaves the statistics unchanged."""
+propensity is in (0, 1], statistics never become NaN, bad input always raises and
+leaves the statistics unchanged, and ``action_distribution`` is a distribution over
+the candidates that agrees with select's propensity (exactly, but for Thompson's
+floor and its independent subset estimate)."""
 
 from __future__ import annotations
 
 import math
 
 import numpy as np
+import pytest
 from banditd.core_ext.policies import (
     ControlPolicy,
     EpsilonGreedyPolicy,
@@ -96,3 +99,40 @@ def test_bad_input_always_raises_and_changes_nothing(policy, data) -> None:
     assert policy.version == version
     assert np.array_equal(policy.pulls_array, pulls)
     assert np.array_equal(policy.reward_sum_array, sums)
+
+
+@settings(max_examples=150, deadline=None)
+@given(policy=policies(), data=st.data())
+def test_action_distribution_is_select_s_distribution(policy, data) -> None:
+    k = policy.n_arms
+    arg, cand = _candidates(data.draw, k)
+    pulls = policy.pulls_array.copy()
+    pi = policy.action_distribution(arg)
+    assert pi.dtype == np.float64 and pi.shape == (k,)
+    assert np.all(pi >= 0.0)
+    assert np.all(np.delete(pi, cand) == 0.0)
+    assert math.isclose(pi.sum(), 1.0, rel_tol=0, abs_tol=1e-12)
+    assert np.array_equal(policy.pulls_array, pulls)
+    arm, prop = policy.select(arg)
+    if not isinstance(policy, ThompsonPolicy):
+        assert prop == pi[arm]
+    elif len(cand) == k:
+        assert prop == max(pi[arm], 1 / (policy.propensity_draws + 1))
+
+
+BAD_CANDIDATES = [
+    [1, 1], [2], [-1], [], [0.5], [[0, 1]], np.array([1, 1], dtype=np.intp), ["a"],
+]
+
+
+@pytest.mark.parametrize(
+    "kernel", [ThompsonPolicy, UCB1Policy, EpsilonGreedyPolicy, ControlPolicy],
+    ids=lambda cls: cls.__name__)
+@pytest.mark.parametrize("bad", BAD_CANDIDATES, ids=repr)
+def test_action_distribution_rejects_what_select_rejects(kernel, bad) -> None:
+    policy = kernel(np.ones(2), np.zeros(2), Rng(1))
+    with pytest.raises(ValueError) as from_select:
+        policy.select(bad)
+    with pytest.raises(ValueError) as from_distribution:
+        policy.action_distribution(bad)
+    assert str(from_distribution.value) == str(from_select.value)

@@ -228,3 +228,67 @@ def test_a_subset_that_is_every_arm_uses_the_cache() -> None:
 def test_bad_parameters_raise(kw: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         ThompsonPolicy(np.zeros(2), np.zeros(2), Rng(1), **kw)
+
+
+def test_action_distribution_of_the_full_set_is_the_cached_estimate() -> None:
+    """Unfloored W_a / M from the cache select reads: within 4 SE of the exact win
+    probabilities, summing to 1; select's propensity is it, floored at 1/(M+1)."""
+    policy = _policy(seed=15)
+    pi = policy.action_distribution()
+    assert policy.propensity_version == 0           # built on first use
+    m = policy.propensity_draws
+    truth = _truth(policy)
+    assert np.all(np.abs(pi - truth) <= 4 * binomial_se(truth, m))
+    assert pi.sum() == pytest.approx(1.0, abs=1e-12)
+    np.testing.assert_array_equal(np.maximum(pi, 1 / (m + 1)), policy.cached_propensities())
+    for _ in range(200):
+        arm, p = policy.select()
+        assert p == max(pi[arm], 1 / (m + 1))
+    every = np.array([4, 3, 2, 1, 0], dtype=np.intp)   # a "subset" of every arm: the cache
+    np.testing.assert_array_equal(policy.action_distribution(every), pi)
+
+
+def test_action_distribution_keeps_the_zero_the_propensity_floors() -> None:
+    policy = ThompsonPolicy(np.array([10_000.0, 10_000.0]), np.array([9_000.0, 100.0]), Rng(1),
+                            propensity_draws=1000)
+    np.testing.assert_array_equal(policy.action_distribution(), [1.0, 0.0])
+    assert policy.cached_propensities()[1] == pytest.approx(1 / 1001)
+
+
+def test_action_distribution_of_a_subset_is_the_win_probability_within_it() -> None:
+    """Arm 0 wins the full set almost surely, so a renormalised full-set estimate over
+    {1, 2, 3} would be Monte Carlo noise; the subset's own estimate is within 4 SE of
+    the exact win probabilities among the three."""
+    policy = ThompsonPolicy(np.array([100.0, 20.0, 20.0, 20.0]), np.array([95.0, 12.0, 10.0, 8.0]),
+                            Rng(16))
+    assert policy.action_distribution()[0] > 0.99
+    cand = np.array([3, 1, 2], dtype=np.intp)
+    draws = 20_000
+    pi = policy.action_distribution(cand, draws=draws)
+    truth = _truth(policy, cand)
+    assert pi[0] == 0.0
+    assert pi.sum() == pytest.approx(1.0, abs=1e-12)
+    assert np.all(np.abs(pi[cand] - truth) <= 4 * binomial_se(truth, draws))
+    assert truth[1] > 0.6                           # arm 1 is the likely winner among them
+
+
+@pytest.mark.parametrize("draws", [0, 300])
+def test_action_distribution_of_a_subset_spends_draws_samples(draws: int) -> None:
+    """Twin kernels (same seed): the subset estimate is ``win_probabilities(C, draws)``,
+    with draws = 0 meaning ``propensity_draws``."""
+    cand = np.array([1, 4], dtype=np.intp)
+    pi = _policy(seed=17).action_distribution(cand, draws=draws)
+    np.testing.assert_array_equal(pi[cand], _policy(seed=17).win_probabilities(cand, draws))
+    assert pi[[0, 2, 3]].tolist() == [0.0, 0.0, 0.0]
+    with pytest.raises(ValueError, match="draws"):
+        _policy().action_distribution(cand, draws=-1)
+
+
+def test_action_distribution_is_stale_with_the_cache_until_refreshed() -> None:
+    policy = _policy(seed=18)
+    before = policy.action_distribution()
+    for _ in range(200):
+        policy.update(2, 1.0)
+    np.testing.assert_array_equal(policy.action_distribution(), before)
+    assert policy.refresh_propensities()
+    assert policy.action_distribution()[2] > 0.99
