@@ -67,7 +67,7 @@ class ServeConfig:
     database_wait: float = 60.0
     migrate: bool = False
     default_reward_interval: float = 5.0
-    poll_interval: float = 1.0
+    sync_interval: float = 1.0
     decision_buffer: int = 200_000
     seed: int | None = None
     create_demo: bool = False
@@ -125,7 +125,7 @@ class BanditServer:
         )
         self.committer = RewardCommitter(self.pool, registry)
         self.registry = registry
-        self.feed = ChangeFeed(url, self.pool, registry, poll_interval=config.poll_interval)
+        self.feed = ChangeFeed(url, self.pool, registry, poll_interval=config.sync_interval)
         self.servicer = DecisionServicer(registry, codec, self.decision_log, self.committer)
 
         self._grpc = grpc.aio.server()
@@ -152,7 +152,7 @@ class BanditServer:
             asyncio.create_task(self.default_rewards.run(), name="default-rewards"),
             asyncio.create_task(PropensityRefresher(registry).run(), name="propensities"),
             asyncio.create_task(
-                ReplicaSync(self.pool, registry, interval=config.poll_interval).run(),
+                ReplicaSync(self.pool, registry, interval=config.sync_interval).run(),
                 name="replica-sync",
             ),
         ]

@@ -50,6 +50,10 @@ def _option(flag: str, env: str, *names: str, **kwargs):
          type=click.FloatRange(0, 86_400),
          help="Seconds to wait, retrying with back-off, for PostgreSQL to accept connections "
               "at start (health answers NOT_SERVING meanwhile).")
+@_option("--sync-interval", "BANDITD_SYNC_INTERVAL", default=1.0,
+         type=click.FloatRange(0.05, 3600),
+         help="Seconds between polls of the other servers' committed statistics and of "
+              "experiment changes (the safety net under LISTEN/NOTIFY).")
 @_option("--migrate/--no-migrate", "BANDITD_MIGRATE", default=False,
          help="Apply pending migrations at start (always done for the embedded default).")
 @_option("--create-demo", "BANDITD_CREATE_DEMO", is_flag=True,

@@ -171,6 +171,13 @@ class Metrics:
         self.experiments = Gauge(
             "banditd_experiments_loaded", "Experiments held in memory.", registry=r,
         )
+        self.replica_sync_lag = Histogram(
+            "banditd_replica_sync_lag_seconds",
+            "Time from another server's reward commit to its adoption here (from the "
+            "commit's arm_stats.updated_at).",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0),
+            registry=r,
+        )
         self.sync_lag = Gauge(
             "banditd_experiment_sync_lag_seconds",
             "Seconds since the experiment registry last synchronised with PostgreSQL.",

@@ -9,6 +9,11 @@ one per committed reward, so it orders the two views: memory never moves
 backwards, a row that memory is already ahead of (a local commit newer than
 the snapshot) is left alone, and the next poll catches up. A full resync runs
 every ``full_every`` seconds as a safety net.
+
+``banditd_replica_sync_lag_seconds`` observes, per adopted cell, the time from the
+commit that wrote it (``arm_stats.updated_at``, the transaction's start: an upper bound
+on the true lag by the commit's own duration) to its adoption here, on the database's
+clock, so no two hosts' clocks are compared.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from collections import defaultdict
 from datetime import timedelta
 
 import numpy as np
+from banditd.server.metrics import METRICS
 from banditd.server.registry import Registry
 
 log = logging.getLogger("banditd.app")
@@ -56,8 +62,9 @@ class ReplicaSync:
             if full:
                 self._last_full = time.monotonic()
             rows = await conn.fetch(
-                """SELECT experiment_key, policy, arm, pulls, reward_sum FROM arm_stats
-                   WHERE $1::timestamptz IS NULL OR updated_at > $1""",
+                """SELECT experiment_key, policy, arm, pulls, reward_sum,
+                          extract(epoch FROM clock_timestamp() - updated_at) AS age
+                   FROM arm_stats WHERE $1::timestamptz IS NULL OR updated_at > $1""",
                 since,
             )
         self._watermark = polled_at
@@ -77,11 +84,12 @@ class ReplicaSync:
         if policy is None:
             return 0
         changed = 0
-        for _key, _policy, arm, pulls, reward_sum in cells:
+        for _key, _policy, arm, pulls, reward_sum, age in cells:
             index = runtime.arm_index.get(arm)
             if index is not None and pulls > policy.pulls[index]:
                 policy.pulls[index] = pulls
                 policy.reward_sum[index] = reward_sum
+                METRICS.replica_sync_lag.observe(float(age))
                 changed += 1
         if changed:
             # The statistics were written in place; an empty merge bumps the kernel's

@@ -114,7 +114,7 @@ async def start_server(migrated_db_url):
     async def start(**overrides) -> RunningServer:
         settings = {
             "database_url": migrated_db_url, "port": 0, "metrics_port": None,
-            "grace_seconds": 2.0, "default_reward_interval": 0.2, "poll_interval": 0.2,
+            "grace_seconds": 2.0, "default_reward_interval": 0.2, "sync_interval": 0.2,
             "seed": 1234, **overrides,
         }
         config = ServeConfig(**settings)

@@ -50,7 +50,7 @@ async def test_error_rate_breach_rolls_back_and_servers_follow_within_a_second(
     from banditd.server import logs
 
     experiment = await make_experiment(migrated_db_url)
-    running = await start_server(poll_interval=30.0)  # only NOTIFY can make it in time
+    running = await start_server(sync_interval=30.0)  # only NOTIFY can make it in time
     await asyncio.sleep(0.2)
     conn = await connect(migrated_db_url)
     try:

@@ -184,10 +184,18 @@ async def test_database_down_for_a_reward_answers_unavailable_and_loses_nothing(
     assert await _stats(migrated_db_url) == {(decision.policy, decision.arm): (1.0, 1.0)}
 
 
+def _lag_samples() -> tuple[float, float]:
+    """(count, sum) of ``banditd_replica_sync_lag_seconds`` so far."""
+    registry = METRICS.registry
+    return (registry.get_sample_value("banditd_replica_sync_lag_seconds_count") or 0.0,
+            registry.get_sample_value("banditd_replica_sync_lag_seconds_sum") or 0.0)
+
+
 async def test_replicas_converge_on_each_others_rewards(migrated_db_url, start_server):
     await make_experiment(migrated_db_url)
     first = await start_server()
     second = await start_server()
+    count0, sum0 = _lag_samples()
     decisions = [await first.stub.Select(pb.SelectRequest(experiment_id="exp", user_id=f"u{i}"))
                  for i in range(10)]
     for decision in decisions:
@@ -203,6 +211,13 @@ async def test_replicas_converge_on_each_others_rewards(migrated_db_url, start_s
                     second.server.registry.get("exp").policies, strict=True):
         assert a.pulls.tolist() == b.pulls.tolist()
         assert a.reward_sum.tolist() == b.reward_sum.tolist()
+    # Each adoption is observed: at least once per cell the second server learnt, at
+    # most once per reward (an adoption needs a newer pulls); the first server adopts
+    # nothing of its own. The lag is bounded by the sync interval (0.2 s) plus a poll.
+    count, total = _lag_samples()
+    cells = sum(int((p.pulls > 0).sum()) for p in second.server.registry.get("exp").policies)
+    assert cells <= count - count0 <= len(decisions)
+    assert 0 <= (total - sum0) / (count - count0) < 0.2 + 1.0
 
 
 async def test_a_decision_row_written_late_still_gets_its_default_reward(

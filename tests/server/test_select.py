@@ -162,7 +162,7 @@ async def test_stop_and_rollback_reach_the_server_within_a_second(
     migrated_db_url, start_server, action, served_by
 ):
     await make_experiment(migrated_db_url)
-    running = await start_server(poll_interval=30.0)  # only LISTEN/NOTIFY can be this fast
+    running = await start_server(sync_interval=30.0)  # only LISTEN/NOTIFY can be this fast
     await asyncio.sleep(0.2)  # the listener connects
     conn = await connect(migrated_db_url)
     try:
