@@ -120,7 +120,7 @@ def set_command(experiment_id, traffic, guardrails, criteria, reason, db, as_jso
             return await update_settings(
                 conn, experiment_id, traffic_pct=traffic,
                 guardrails=_nest(guardrails, "--guardrail") or None,
-                decision_criteria=_nest(criteria, "--criterion") or None, reason=reason,
+                verdict_criteria=_nest(criteria, "--criterion") or None, reason=reason,
             )
 
     experiment = run(change())
@@ -380,5 +380,5 @@ def scheduler_command(guardrail_every, verdict_at, window, log_dir, db) -> None:
     logs.configure(log_dir)
     schedule = Schedule(timedelta(seconds=guardrail_every), at, window)
     click.echo(f"scheduler (pid {os.getpid()}): guardrails {schedule.describe('guardrails')}, "
-               f"decision {schedule.describe('decision')}", err=True)
+               f"verdict {schedule.describe('verdict')}", err=True)
     run(run_scheduler(db.url, schedule))

@@ -49,12 +49,12 @@ class Schedule:
         return f"daily at {self.verdict_at.strftime('%H:%M')} UTC"
 
 
-JOBS = ("guardrails", "decision")
+JOBS = ("guardrails", "verdict")
 
 
 async def ensure_jobs(conn: asyncpg.Connection, schedule: Schedule) -> None:
     now = datetime.now(UTC)
-    for job, first in (("guardrails", now), ("decision", schedule.next_verdict(now))):
+    for job, first in (("guardrails", now), ("verdict", schedule.next_verdict(now))):
         await conn.execute(
             """INSERT INTO scheduler_jobs (job, schedule, next_run_at) VALUES ($1, $2, $3)
                ON CONFLICT (job) DO UPDATE SET schedule = EXCLUDED.schedule,

@@ -96,12 +96,12 @@ async def run_verdict(
         await load_policy_data(conn, experiment),
         control="control",
         split=dict(zip(spec.policies, spec.policy_split, strict=True)),
-        criteria=VerdictCriteria.from_dict(spec.decision_criteria),
+        criteria=VerdictCriteria.from_dict(spec.verdict_criteria),
         guardrails=await guardrail_state(conn, experiment_id),
     )
     if record:
         await conn.execute(
-            """INSERT INTO decision_runs (experiment_id, recommendation, result)
+            """INSERT INTO verdict_runs (experiment_id, recommendation, result)
                VALUES ($1, $2, $3)""",
             experiment_id, overall_recommendation(report), report.to_dict(),
         )

@@ -67,7 +67,7 @@ class ExperimentSpec:
     reward_window_seconds: float = 86_400.0
     default_reward: float = 0.0
     guardrails: dict[str, Any] = field(default_factory=dict)
-    decision_criteria: dict[str, Any] = field(default_factory=dict)
+    verdict_criteria: dict[str, Any] = field(default_factory=dict)
     duration_days: float | None = None
     salt: str = field(default_factory=new_salt)
     notes: str = ""
@@ -178,7 +178,7 @@ class ExperimentSpec:
         )
         for what, parse, value in (
             ("guardrail thresholds", GuardrailThresholds.from_dict, self.guardrails),
-            ("verdict criteria", VerdictCriteria.from_dict, self.decision_criteria),
+            ("verdict criteria", VerdictCriteria.from_dict, self.verdict_criteria),
         ):
             try:
                 parse(value)

@@ -1,6 +1,6 @@
 """An experiment's operating settings: guardrail thresholds and verdict criteria.
 
-They are experiment configuration (the ``guardrails`` and ``decision_criteria`` JSON
+They are experiment configuration (the ``guardrails`` and ``verdict_criteria`` JSON
 columns), validated where a spec is written, so they live beside the experiment model
 and import nothing of the statistics stack: the server validates them without SciPy.
 The checks that use them are in ``banditd.admin_cli.stats.guardrail_rules`` and the verdict
@@ -189,7 +189,7 @@ class GuardrailThresholds:
 
 @dataclass(frozen=True, slots=True)
 class VerdictCriteria:
-    """Per-experiment verdict criteria (the ``decision_criteria`` JSON column).
+    """Per-experiment verdict criteria (the ``verdict_criteria`` JSON column).
 
     Attributes:
         alpha: family-wise false-positive rate of the always-valid test.

@@ -156,7 +156,7 @@ async def test_set_changes_settings_with_an_audit_trail(db_conn):
     await make_experiment_on(db_conn)
     updated = await update_settings(
         db_conn, "exp", traffic_pct=0.5, guardrails={"error_rate": {"critical": 0.02}},
-        decision_criteria={"alpha": 0.01}, actor="alice", reason="calmer",
+        verdict_criteria={"alpha": 0.01}, actor="alice", reason="calmer",
     )
     assert updated.spec.traffic_pct == 0.5
     assert updated.spec.guardrails == {"error_rate": {"critical": 0.02}}
@@ -197,7 +197,7 @@ async def test_decide_recommends_ship_for_a_clearly_better_policy(db_conn):
     report = await run_verdict(db_conn, "exp")
     verdict = report.verdicts[0]
     assert verdict.recommendation == "ship", verdict.reasons
-    stored = await db_conn.fetchrow("SELECT recommendation, result FROM decision_runs")
+    stored = await db_conn.fetchrow("SELECT recommendation, result FROM verdict_runs")
     assert stored["recommendation"] == "ship"
     assert stored["result"]["policies"][0]["recommendation"] == "ship"
 
