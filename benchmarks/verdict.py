@@ -1,4 +1,4 @@
-"""Decision-engine study: A/A false positives under daily peeking, power, SRM detection.
+"""Verdict-engine study: A/A false positives under daily peeking, power, SRM detection.
 
 Setup. Binary rewards, control rate 10 %, 14 daily looks, a fixed daily
 traffic per arm; every experiment is simulated as per-day binomial counts.
@@ -22,8 +22,8 @@ exactly the same A/A experiments.
 
 Targets: engine FPR ≤ 5 % + 3 SE; SRM detection ≥ 99 %. ``--short`` (CI) runs
 1000 A/A experiments and 500 power / SRM samples; the full run 10 000 / 5000 / 5000 and
-exits non-zero when a target fails. Writes ``benchmarks/results/decision.json`` and
-``decision.png``.
+exits non-zero when a target fails. Writes ``benchmarks/results/verdict.json`` and
+``verdict.png``.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ from banditd.admin_cli.stats.sufficient import SampleStats, pool
 from banditd.admin_cli.stats.verdict import PolicyData, VerdictCriteria, reach_verdict
 from scipy import stats as sps
 
-NAME = "decision"
+NAME = "verdict"
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 BASE_RATE = 0.10
@@ -272,7 +272,7 @@ def _target(name: str, ok: bool, detail: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.decision", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.verdict", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--short", action="store_true",
                         help="CI mode: 1000 A/A experiments, 500 power/SRM samples (seconds)")
@@ -282,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     rng_aa, rng_power, rng_srm = (np.random.default_rng(s)
                                   for s in np.random.SeedSequence(SEED).spawn(3))
-    print(f"decision study ({mode}): A/A {sizes['aa']}, power {sizes['power']}, "
+    print(f"verdict study ({mode}): A/A {sizes['aa']}, power {sizes['power']}, "
           f"SRM {sizes['srm']}", flush=True)
     aa = aa_study(rng_aa, sizes["aa"])
     print(f"  A/A done in {time.monotonic() - started:.1f}s", flush=True)
