@@ -104,12 +104,12 @@ def _nest(items: tuple[str, ...], what: str) -> dict[str, Any]:
 @click.option("--guardrail", "guardrails", multiple=True,
               help="Threshold CHECK.LEVEL=VALUE, e.g. error_rate.critical=0.02 (repeatable).")
 @click.option("--criterion", "criteria", multiple=True,
-              help="Decision criterion NAME=VALUE, e.g. alpha=0.01 (repeatable).")
+              help="Verdict criterion NAME=VALUE, e.g. alpha=0.01 (repeatable).")
 @click.option("--reason", help="Why (kept in the audit trail).")
 @database_options
 @json_option
 def set_command(experiment_id, traffic, guardrails, criteria, reason, db, as_json) -> None:
-    """Change traffic, guardrail thresholds or decision criteria (audited)."""
+    """Change traffic, guardrail thresholds or verdict criteria (audited)."""
     from banditd.server.experiment_store import update_settings
 
     if traffic is None and not guardrails and not criteria:
@@ -120,7 +120,7 @@ def set_command(experiment_id, traffic, guardrails, criteria, reason, db, as_jso
             return await update_settings(
                 conn, experiment_id, traffic_pct=traffic,
                 guardrails=_nest(guardrails, "--guardrail") or None,
-                decision_criteria=_nest(criteria, "--criterion") or None, reason=reason,
+                verdict_criteria=_nest(criteria, "--criterion") or None, reason=reason,
             )
 
     experiment = run(change())
@@ -211,11 +211,11 @@ def guardrails_check(experiment_id, window, rollback, log_dir, db, as_json) -> N
 @json_option
 def decide_command(experiment_id, db, as_json) -> None:
     """Ship / iterate / kill per bandit policy vs control, with always-valid statistics."""
-    from banditd.admin_cli.decision_engine import overall_recommendation, run_decision
+    from banditd.admin_cli.verdict_engine import overall_recommendation, run_verdict
 
     async def analyse():
         async with db.connection() as conn:
-            return await run_decision(conn, experiment_id)
+            return await run_verdict(conn, experiment_id)
 
     try:
         report = run(analyse())
@@ -362,23 +362,23 @@ async def _status_checks(db, redis_url: str | None, stale_after: float) -> list[
 @click.command("scheduler")
 @click.option("--guardrail-every", default=300.0, show_default=True,
               type=click.FloatRange(1, 86_400), help="Seconds between guardrail runs.")
-@click.option("--decision-at", default="09:00", show_default=True,
-              help="UTC time of the daily decision run (HH:MM).")
+@click.option("--verdict-at", default="09:00", show_default=True,
+              help="UTC time of the daily verdict run (HH:MM).")
 @click.option("--window", default=300.0, show_default=True, type=click.FloatRange(1, 86_400),
               help="Guardrail window in seconds.")
 @click.option("--log-dir", envvar="BANDITD_LOG_DIR", default="logs", show_default=True)
 @database_options
-def scheduler_command(guardrail_every, decision_at, window, log_dir, db) -> None:
-    """Run the guardrail job and the daily decision engine until SIGTERM."""
+def scheduler_command(guardrail_every, verdict_at, window, log_dir, db) -> None:
+    """Run the guardrail job and the daily verdict engine until SIGTERM."""
     from banditd.admin_cli.scheduler import Schedule, run_scheduler
     from banditd.server import logs
 
     try:
-        at = time.fromisoformat(decision_at)
+        at = time.fromisoformat(verdict_at)
     except ValueError as exc:
-        raise click.BadParameter(f"--decision-at must be HH:MM, got {decision_at!r}") from exc
+        raise click.BadParameter(f"--verdict-at must be HH:MM, got {verdict_at!r}") from exc
     logs.configure(log_dir)
     schedule = Schedule(timedelta(seconds=guardrail_every), at, window)
     click.echo(f"scheduler (pid {os.getpid()}): guardrails {schedule.describe('guardrails')}, "
-               f"decision {schedule.describe('decision')}", err=True)
+               f"verdict {schedule.describe('verdict')}", err=True)
     run(run_scheduler(db.url, schedule))

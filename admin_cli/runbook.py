@@ -67,10 +67,10 @@ def analyze_experiment_decision(
     database_url: str | None, experiment_id: str, *, data_dir: str | None = None
 ) -> dict[str, Any]:
     """Ship / iterate / kill per bandit policy vs control, recorded like `banditctl decide`."""
-    from banditd.admin_cli.decision_engine import run_decision
+    from banditd.admin_cli.verdict_engine import run_verdict
 
     url = _url(database_url, data_dir)
-    report = asyncio.run(_with_conn(url, lambda c: run_decision(c, experiment_id)))
+    report = asyncio.run(_with_conn(url, lambda c: run_verdict(c, experiment_id)))
     return to_jsonable(report.to_dict())
 
 

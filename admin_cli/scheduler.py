@@ -1,11 +1,11 @@
-"""``banditctl scheduler``: the guardrail job every 5 minutes, the decision engine daily.
+"""``banditctl scheduler``: the guardrail job every 5 minutes, the verdict engine daily.
 
 Jobs are rows of ``scheduler_jobs`` with their next run time. A scheduler claims
 a due job with one atomic ``UPDATE ... WHERE next_run_at <= now() RETURNING``
 under a PostgreSQL advisory lock, so two schedulers (on one host or many) never
 run the same occurrence twice; the winner runs it and records the outcome.
 The guardrail job checks every running experiment (rolling back when the rule
-fires) and completes experiments whose ``end_at`` has passed; the decision job
+fires) and completes experiments whose ``end_at`` has passed; the verdict job
 analyses every running experiment. SIGTERM/SIGINT stop the loop between jobs.
 """
 
@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 
 import asyncpg
-from banditd.admin_cli.decision_engine import run_decision
 from banditd.admin_cli.guardrails import run_guardrail_job
+from banditd.admin_cli.verdict_engine import run_verdict
 from banditd.server.database import connect
 from banditd.server.experiment_store import change_status, current_actor
 
@@ -33,28 +33,28 @@ _LOCK_NAMESPACE = 0x62647363
 @dataclass(frozen=True, slots=True)
 class Schedule:
     guardrail_every: timedelta = timedelta(minutes=5)
-    decision_at: time = time(9, 0)  # UTC
+    verdict_at: time = time(9, 0)  # UTC
     window_seconds: float = 300.0
 
     def next_guardrail(self, now: datetime) -> datetime:
         return now + self.guardrail_every
 
-    def next_decision(self, now: datetime) -> datetime:
-        today = datetime.combine(now.date(), self.decision_at, tzinfo=UTC)
+    def next_verdict(self, now: datetime) -> datetime:
+        today = datetime.combine(now.date(), self.verdict_at, tzinfo=UTC)
         return today if today > now else today + timedelta(days=1)
 
     def describe(self, job: str) -> str:
         if job == "guardrails":
             return f"every {self.guardrail_every.total_seconds():g}s"
-        return f"daily at {self.decision_at.strftime('%H:%M')} UTC"
+        return f"daily at {self.verdict_at.strftime('%H:%M')} UTC"
 
 
-JOBS = ("guardrails", "decision")
+JOBS = ("guardrails", "verdict")
 
 
 async def ensure_jobs(conn: asyncpg.Connection, schedule: Schedule) -> None:
     now = datetime.now(UTC)
-    for job, first in (("guardrails", now), ("decision", schedule.next_decision(now))):
+    for job, first in (("guardrails", now), ("verdict", schedule.next_verdict(now))):
         await conn.execute(
             """INSERT INTO scheduler_jobs (job, schedule, next_run_at) VALUES ($1, $2, $3)
                ON CONFLICT (job) DO UPDATE SET schedule = EXCLUDED.schedule,
@@ -110,12 +110,12 @@ async def guardrail_job(url: str, conn: asyncpg.Connection, schedule: Schedule) 
     return "; ".join(parts) or "no running experiments"
 
 
-async def decision_job(conn: asyncpg.Connection) -> str:
-    from banditd.admin_cli.decision_engine import overall_recommendation
+async def verdict_job(conn: asyncpg.Connection) -> str:
+    from banditd.admin_cli.verdict_engine import overall_recommendation
 
     parts = []
     for experiment_id in await running_experiments(conn):
-        report = await run_decision(conn, experiment_id)
+        report = await run_verdict(conn, experiment_id)
         parts.append(f"{experiment_id}: {overall_recommendation(report)}")
     return "; ".join(parts) or "no running experiments"
 
@@ -137,12 +137,12 @@ async def run_scheduler(
             now = datetime.now(UTC)
             for job in JOBS:
                 next_run = (schedule.next_guardrail(now) if job == "guardrails"
-                            else schedule.next_decision(now + timedelta(seconds=1)))
+                            else schedule.next_verdict(now + timedelta(seconds=1)))
                 if stop.is_set() or not await claim(conn, job, next_run, owner):
                     continue
                 try:
                     detail = (await guardrail_job(url, conn, schedule) if job == "guardrails"
-                              else await decision_job(conn))
+                              else await verdict_job(conn))
                     await record(conn, job, "ok", detail)
                     log.info("scheduler job %s: %s", job, detail)
                 except Exception as exc:

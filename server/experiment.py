@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from banditd.core_ext.policies import POLICY_NAMES, params_from_dict
-from banditd.server.experiment_settings import DecisionCriteria, GuardrailThresholds
+from banditd.server.experiment_settings import GuardrailThresholds, VerdictCriteria
 
 Status = Literal["draft", "running", "stopped", "rolled_back", "completed"]
 STATUSES: tuple[Status, ...] = ("draft", "running", "stopped", "rolled_back", "completed")
@@ -67,7 +67,7 @@ class ExperimentSpec:
     reward_window_seconds: float = 86_400.0
     default_reward: float = 0.0
     guardrails: dict[str, Any] = field(default_factory=dict)
-    decision_criteria: dict[str, Any] = field(default_factory=dict)
+    verdict_criteria: dict[str, Any] = field(default_factory=dict)
     duration_days: float | None = None
     salt: str = field(default_factory=new_salt)
     notes: str = ""
@@ -151,10 +151,10 @@ class ExperimentSpec:
 
         A stored spec is loaded as it is (a server must not refuse an experiment it
         served yesterday); a new or changed one must be an experiment worth running:
-        at least two arms to choose between, a control policy (the decision engine,
+        at least two arms to choose between, a control policy (the verdict engine,
         the reward guardrail and off-policy evaluation all compare with it), every
         policy with a positive share, some traffic, and guardrail thresholds and
-        decision criteria that parse.
+        verdict criteria that parse.
         """
         _require(
             len(self.arms) >= 2,
@@ -178,7 +178,7 @@ class ExperimentSpec:
         )
         for what, parse, value in (
             ("guardrail thresholds", GuardrailThresholds.from_dict, self.guardrails),
-            ("decision criteria", DecisionCriteria.from_dict, self.decision_criteria),
+            ("verdict criteria", VerdictCriteria.from_dict, self.verdict_criteria),
         ):
             try:
                 parse(value)

@@ -1,10 +1,10 @@
-"""An experiment's operating settings: guardrail thresholds and decision criteria.
+"""An experiment's operating settings: guardrail thresholds and verdict criteria.
 
-They are experiment configuration (the ``guardrails`` and ``decision_criteria`` JSON
+They are experiment configuration (the ``guardrails`` and ``verdict_criteria`` JSON
 columns), validated where a spec is written, so they live beside the experiment model
 and import nothing of the statistics stack: the server validates them without SciPy.
-The checks that use them are in ``banditd.admin_cli.stats.guardrail_rules`` and the decision
-engine in ``banditd.admin_cli.stats.decision``.
+The checks that use them are in ``banditd.admin_cli.stats.guardrail_rules`` and the verdict
+engine in ``banditd.admin_cli.stats.verdict``.
 """
 
 from __future__ import annotations
@@ -188,8 +188,8 @@ class GuardrailThresholds:
 
 
 @dataclass(frozen=True, slots=True)
-class DecisionCriteria:
-    """Per-experiment decision criteria (the ``decision_criteria`` JSON column).
+class VerdictCriteria:
+    """Per-experiment verdict criteria (the ``verdict_criteria`` JSON column).
 
     Attributes:
         alpha: family-wise false-positive rate of the always-valid test.
@@ -238,17 +238,17 @@ class DecisionCriteria:
             )
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None) -> DecisionCriteria:
+    def from_dict(cls, data: Mapping[str, Any] | None) -> VerdictCriteria:
         """Defaults overridden by ``data``; unknown keys and bad values raise ``ValueError``."""
         if data is None:
             return cls()
         if not isinstance(data, Mapping):
-            raise ValueError(f"decision criteria must be a JSON object, got {data!r}")
+            raise ValueError(f"verdict criteria must be a JSON object, got {data!r}")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(
-                f"unknown decision criteria: {', '.join(unknown)}; "
+                f"unknown verdict criteria: {', '.join(unknown)}; "
                 f"expected {', '.join(sorted(known))}"
             )
         return cls(**dict(data))

@@ -206,13 +206,13 @@ async def update_settings(
     *,
     traffic_pct: float | None = None,
     guardrails: dict[str, Any] | None = None,
-    decision_criteria: dict[str, Any] | None = None,
+    verdict_criteria: dict[str, Any] | None = None,
     actor: str | None = None,
     reason: str | None = None,
 ) -> Experiment:
-    """Change a live experiment's traffic share, guardrail thresholds or decision criteria.
+    """Change a live experiment's traffic share, guardrail thresholds or verdict criteria.
 
-    ``guardrails`` and ``decision_criteria`` are merged into the current JSON. The new
+    ``guardrails`` and ``verdict_criteria`` are merged into the current JSON. The new
     configuration is validated as a whole before anything is written; the audit trail
     keeps old -> new for every changed setting.
     """
@@ -223,7 +223,7 @@ async def update_settings(
         changes: dict[str, tuple[Any, Any]] = {}
         if traffic_pct is not None and traffic_pct != current.traffic_pct:
             changes["traffic_pct"] = (current.traffic_pct, traffic_pct)
-        for name, update in (("guardrails", guardrails), ("decision_criteria", decision_criteria)):
+        for name, update in (("guardrails", guardrails), ("verdict_criteria", verdict_criteria)):
             if update:
                 old = getattr(current, name)
                 merged = _merge(old, update)
@@ -234,10 +234,10 @@ async def update_settings(
         spec = dataclasses.replace(current, **{k: new for k, (_, new) in changes.items()})
         spec.validate_for_write()
         row = await conn.fetchrow(
-            f"""UPDATE experiments SET traffic_pct = $2, guardrails = $3, decision_criteria = $4,
+            f"""UPDATE experiments SET traffic_pct = $2, guardrails = $3, verdict_criteria = $4,
                     updated_at = clock_timestamp()
                 WHERE id = $1 RETURNING {_COLUMNS}""",
-            experiment_id, spec.traffic_pct, spec.guardrails, spec.decision_criteria,
+            experiment_id, spec.traffic_pct, spec.guardrails, spec.verdict_criteria,
         )
         for name, (old, new) in changes.items():
             await record_event(conn, experiment_id, f"set {name}", actor=actor,

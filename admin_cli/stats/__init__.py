@@ -6,21 +6,12 @@
 * :mod:`.srm` — sample-ratio-mismatch χ² test.
 * :mod:`.trend` — weighted least-squares slope of a daily rate.
 * :mod:`.guardrail_rules` — guardrail checks and the automatic-rollback rule.
-* :mod:`.decision` — the ship / iterate / kill decision engine.
+* :mod:`.verdict` — the ship / iterate / kill verdict engine.
 
 Every result object has ``to_dict()`` returning strict-JSON-serialisable data
 (non-finite floats become ``None``).
 """
 
-from banditd.admin_cli.stats.decision import (
-    ArmSummary,
-    DecisionReport,
-    GuardrailState,
-    PolicyData,
-    PolicyDecision,
-    Recommendation,
-    decide,
-)
 from banditd.admin_cli.stats.guardrail_rules import (
     CheckResult,
     GuardrailInputs,
@@ -47,36 +38,45 @@ from banditd.admin_cli.stats.sequential import Look, SequentialResult, msprt, ms
 from banditd.admin_cli.stats.srm import SRMResult, srm_test
 from banditd.admin_cli.stats.sufficient import SampleStats, pool
 from banditd.admin_cli.stats.trend import TrendResult, daily_trend
+from banditd.admin_cli.stats.verdict import (
+    ArmSummary,
+    GuardrailState,
+    PolicyData,
+    PolicyVerdict,
+    Recommendation,
+    VerdictReport,
+    reach_verdict,
+)
 
 __all__ = [
     "ArmSummary",
     "CheckResult",
-    "DecisionReport",
     "GuardrailInputs",
     "GuardrailState",
     "Interval",
     "Look",
     "PolicyData",
-    "PolicyDecision",
     "PolicyDrop",
+    "PolicyVerdict",
     "Recommendation",
     "RollbackDecision",
     "SRMResult",
     "SampleStats",
     "SequentialResult",
     "TrendResult",
+    "VerdictReport",
     "absolute_lift",
     "check_arm_share",
     "check_error_rate",
     "check_p95_latency",
     "check_reward_drop",
     "daily_trend",
-    "decide",
     "mean_interval",
     "msprt",
     "msprt_path",
     "p95",
     "pool",
+    "reach_verdict",
     "relative_lift",
     "reward_drops",
     "reward_interval",

@@ -1,7 +1,7 @@
 """Fixed-horizon confidence intervals: a rate, a mean, and the lift of one mean over another.
 
 These are the intervals ``banditctl experiment summary`` prints for one look at the data
-(the sequential, always-valid versions used for decisions live in
+(the sequential, always-valid versions the verdict uses live in
 :mod:`banditd.admin_cli.stats.sequential`). All take
 :class:`~banditd.admin_cli.stats.sufficient.SampleStats` or plain counts and return
 an :class:`Interval`.

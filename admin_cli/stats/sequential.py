@@ -1,8 +1,8 @@
 """Always-valid inference for a difference of means: the normal-mixture mSPRT.
 
-The decision engine looks at every experiment once a day. A fixed-horizon z-test
+The verdict engine looks at every experiment once a day. A fixed-horizon z-test
 evaluated at each look rejects a true null far more often than its nominal α (about
-20 % over 14 looks at α = 0.05; see ``benchmarks/decision.py``). The mixture sequential
+20 % over 14 looks at α = 0.05; see ``benchmarks/verdict.py``). The mixture sequential
 probability ratio test (mSPRT) of [Johari17] keeps P(any look rejects | H₀) ≤ α for
 any number of looks, chosen in any data-dependent way.
 
@@ -44,7 +44,7 @@ i.e. the prior puts the smallest effect worth detecting at one prior standard de
 V ≫ τ² (small samples) the half-width behaves like (V/τ)·√(2 log(1/α) + log(V/τ²))
 rather than √V, so effects far larger than the MDE are not detected on the first few
 hundred users. Catastrophic losses are the guardrails' job (reward-drop check), not the
-decision engine's.
+verdict engine's.
 
 References:
     [Johari17] R. Johari, P. Koomen, L. Pekelis, D. Walsh (2017), "Peeking at A/B tests:

@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from banditd.admin_cli.cli_support import EXIT_STATE
-from banditd.admin_cli.decision_engine import run_decision
 from banditd.admin_cli.guardrails import (
     RollbackFailed,
     check_guardrails,
@@ -17,6 +16,7 @@ from banditd.admin_cli.guardrails import (
 )
 from banditd.admin_cli.scheduler import Schedule, claim, ensure_jobs
 from banditd.admin_cli.summary import experiment_summary
+from banditd.admin_cli.verdict_engine import run_verdict
 from banditd.server.database import connect
 from banditd.server.experiment_store import events, get_experiment, update_settings
 
@@ -156,7 +156,7 @@ async def test_set_changes_settings_with_an_audit_trail(db_conn):
     await make_experiment_on(db_conn)
     updated = await update_settings(
         db_conn, "exp", traffic_pct=0.5, guardrails={"error_rate": {"critical": 0.02}},
-        decision_criteria={"alpha": 0.01}, actor="alice", reason="calmer",
+        verdict_criteria={"alpha": 0.01}, actor="alice", reason="calmer",
     )
     assert updated.spec.traffic_pct == 0.5
     assert updated.spec.guardrails == {"error_rate": {"critical": 0.02}}
@@ -194,10 +194,10 @@ async def test_decide_recommends_ship_for_a_clearly_better_policy(db_conn):
         """INSERT INTO guardrail_runs (experiment_id, window_seconds, status, results)
            VALUES ('exp', 300, 'ok', '[]')"""
     )
-    report = await run_decision(db_conn, "exp")
-    verdict = report.decisions[0]
+    report = await run_verdict(db_conn, "exp")
+    verdict = report.verdicts[0]
     assert verdict.recommendation == "ship", verdict.reasons
-    stored = await db_conn.fetchrow("SELECT recommendation, result FROM decision_runs")
+    stored = await db_conn.fetchrow("SELECT recommendation, result FROM verdict_runs")
     assert stored["recommendation"] == "ship"
     assert stored["result"]["policies"][0]["recommendation"] == "ship"
 

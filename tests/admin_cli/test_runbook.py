@@ -22,8 +22,8 @@ def test_status_guardrails_decision_and_rollback(cli_db):
         "error_rate", "p95_latency_ms", "arm_share", "reward_drop"]
     assert guardrails["status"] == "insufficient_data"  # no traffic yet
 
-    decision = runbook.analyze_experiment_decision(cli_db, "exp")
-    assert decision["policies"][0]["recommendation"] == "iterate"
+    verdict = runbook.analyze_experiment_decision(cli_db, "exp")
+    assert verdict["policies"][0]["recommendation"] == "iterate"
 
     result = runbook.rollback_experiment(cli_db, "exp", reason="runbook drill")
     assert result["status"] == "rolled_back"

@@ -36,15 +36,15 @@ async def test_guardrail_job_runs_and_completes_expired_experiments(migrated_db_
         await asyncio.wait_for(task, 5)
         job = await conn.fetchrow("SELECT * FROM scheduler_jobs WHERE job = 'guardrails'")
         status = await conn.fetchval("SELECT status FROM experiments WHERE id = 'expired'")
-        decision_job = await conn.fetchrow("SELECT * FROM scheduler_jobs WHERE job = 'decision'")
+        verdict_job = await conn.fetchrow("SELECT * FROM scheduler_jobs WHERE job = 'verdict'")
     finally:
         await conn.close()
     assert runs >= 2  # ran on its clock, more than once
     assert job["last_status"] == "ok"
     assert "live: insufficient_data" in job["last_detail"]
     assert status == "completed"
-    assert decision_job["last_run_at"] is None  # 09:00 UTC daily: not due in this test
-    assert decision_job["next_run_at"] > job["last_run_at"]
+    assert verdict_job["last_run_at"] is None  # 09:00 UTC daily: not due in this test
+    assert verdict_job["next_run_at"] > job["last_run_at"]
 
 
 def test_scheduler_command_exits_cleanly_on_sigterm(cli_db, tmp_path):

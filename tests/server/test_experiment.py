@@ -66,7 +66,7 @@ def test_invalid_configurations_are_refused_with_a_clear_message(changes, messag
          "policy control has a share of 0"),
         ({"traffic_pct": 0.0}, r"traffic must be in \(0, 1\], got 0"),
         ({"guardrails": {"error_rate": {"critical": "high"}}}, "guardrail thresholds"),
-        ({"decision_criteria": {"alpha": 0.7}}, "decision criteria: alpha"),
+        ({"verdict_criteria": {"alpha": 0.7}}, "verdict criteria: alpha"),
     ],
 )
 def test_a_new_experiment_must_be_worth_running(changes, message):

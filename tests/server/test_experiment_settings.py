@@ -1,4 +1,4 @@
-"""Experiment configuration: guardrail thresholds and decision criteria parse,
+"""Experiment configuration: guardrail thresholds and verdict criteria parse,
 validate and round-trip (``banditd.server.experiment_settings``)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import json
 import math
 
 import pytest
-from banditd.server.experiment_settings import DecisionCriteria, GuardrailThresholds, Threshold
+from banditd.server.experiment_settings import GuardrailThresholds, Threshold, VerdictCriteria
 
 DEFAULTS = GuardrailThresholds()
 
@@ -83,17 +83,17 @@ def test_from_dict_rejects_bad_overrides(data, pattern: str) -> None:
         ({"srm_p_threshold": 1.0}, "srm_p_threshold must be in"),
         ({"power": 1.0}, "power must be in"),
         ({"correction": "holm"}, "correction must be one of"),
-        ({"alpah": 0.05}, "unknown decision criteria: alpah"),
+        ({"alpah": 0.05}, "unknown verdict criteria: alpah"),
         ("alpha=0.05", "must be a JSON object"),
     ],
 )
 def test_criteria_validation(data, pattern: str) -> None:
     with pytest.raises(ValueError, match=pattern):
-        DecisionCriteria.from_dict(data)
+        VerdictCriteria.from_dict(data)
 
 
 def test_criteria_round_trip() -> None:
-    c = DecisionCriteria.from_dict({"alpha": 0.01, "min_users_per_policy": 5000})
+    c = VerdictCriteria.from_dict({"alpha": 0.01, "min_users_per_policy": 5000})
     assert c.mde_relative == 0.05 and c.alpha == 0.01
-    assert DecisionCriteria.from_dict(json.loads(json.dumps(c.to_dict()))) == c
-    assert DecisionCriteria.from_dict(None) == DecisionCriteria()
+    assert VerdictCriteria.from_dict(json.loads(json.dumps(c.to_dict()))) == c
+    assert VerdictCriteria.from_dict(None) == VerdictCriteria()

@@ -48,3 +48,48 @@ async def test_banditd_square_never_underflows(db_conn):
     total = await db_conn.fetchval(
         "SELECT sum(banditd_square(x)) FROM unnest($1::float8[]) AS x", [1e-170, 3.0, 0.5])
     assert total == 9.25
+
+
+async def test_verdict_rename_keeps_existing_rows(database_url):
+    """Migration 0006 renames the verdict side's column, table and scheduler job on a
+    database that already holds them: criteria, past runs and the job's clock survive,
+    and new runs continue the id sequence."""
+    from banditd.server.database import connect
+    from banditd.server.migrate import available_migrations
+
+    conn = await connect(database_url)
+    try:
+        await conn.execute("CREATE TABLE banditd_schema (version integer PRIMARY KEY, "
+                           "name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())")
+        for m in available_migrations()[:5]:
+            await conn.execute(m.sql)
+            await conn.execute("INSERT INTO banditd_schema (version, name) VALUES ($1, $2)",
+                               m.version, m.name)
+        await conn.execute(
+            """INSERT INTO experiments (id, name, arms, policies, policy_split, traffic_pct,
+                                        salt, decision_criteria)
+               VALUES ('e', 'E', '{a,b}', '{thompson,control}', '{0.5,0.5}', 1, 'abcdef12',
+                       '{"alpha": 0.01}')""")
+        await conn.execute("""INSERT INTO decision_runs (experiment_id, recommendation, result)
+                              VALUES ('e', 'iterate', '{"days": 3}')""")
+        await conn.execute("""INSERT INTO scheduler_jobs (job, schedule, next_run_at)
+                              VALUES ('decision', 'daily at 09:00 UTC', '2030-01-01Z')""")
+
+        applied = await migrate(conn)
+
+        assert [m.version for m in applied] == list(range(6, SCHEMA_VERSION + 1))
+        assert await conn.fetchval("SELECT verdict_criteria FROM experiments") == {"alpha": 0.01}
+        run = await conn.fetchrow("SELECT id, recommendation, result FROM verdict_runs")
+        assert (run["id"], run["recommendation"], run["result"]) == (1, "iterate", {"days": 3})
+        assert await conn.fetchval("""INSERT INTO verdict_runs (experiment_id, recommendation,
+                                      result) VALUES ('e', 'ship', '{}') RETURNING id""") == 2
+        jobs = await conn.fetch("SELECT job, next_run_at FROM scheduler_jobs")
+        assert [(j["job"], j["next_run_at"].year) for j in jobs] == [("verdict", 2030)]
+        leftovers = await conn.fetch(
+            """SELECT relname AS name FROM pg_class WHERE relname LIKE 'decision\\_runs%'
+               UNION ALL SELECT conname FROM pg_constraint WHERE conname LIKE 'decision\\_%'
+               UNION ALL SELECT attname FROM pg_attribute
+                         WHERE attrelid = 'experiments'::regclass AND attname LIKE 'decision%'""")
+        assert [r["name"] for r in leftovers] == []
+    finally:
+        await conn.close()

@@ -1,8 +1,8 @@
-"""The decision engine: ship, iterate or kill each bandit policy against control.
+"""The verdict engine: ship, iterate or kill each bandit policy against control.
 
 ``banditctl decide`` (and the scheduler, daily) loads, per policy, the reward
 statistics, the assigned users and the per-day reward statistics, and calls
-:func:`decide`. For each non-control policy P the engine reports
+:func:`reach_verdict`. For each non-control policy P the engine reports
 
 * users, reward mean with a fixed-horizon interval (Wilson for 0/1 rewards, t otherwise);
 * absolute lift Δ = μ_P − μ_C and relative lift r = μ_P/μ_C − 1, each with an
@@ -57,7 +57,7 @@ from banditd.admin_cli.stats.serialise import json_float
 from banditd.admin_cli.stats.srm import SRMResult, srm_test
 from banditd.admin_cli.stats.sufficient import SampleStats, pool
 from banditd.admin_cli.stats.trend import TrendResult, daily_trend
-from banditd.server.experiment_settings import DecisionCriteria
+from banditd.server.experiment_settings import VerdictCriteria
 
 Recommendation = Literal["ship", "iterate", "kill"]
 GuardrailState = Literal["healthy", "degraded", "failing", "unknown"]
@@ -151,7 +151,7 @@ class ArmSummary:
 
 
 @dataclass(frozen=True, slots=True)
-class PolicyDecision:
+class PolicyVerdict:
     """One bandit policy against control.
 
     Attributes:
@@ -192,20 +192,20 @@ class PolicyDecision:
 
 
 @dataclass(frozen=True, slots=True)
-class DecisionReport:
+class VerdictReport:
     """The engine's output for one experiment and one run."""
 
     control: ArmSummary
-    decisions: list[PolicyDecision]
+    verdicts: list[PolicyVerdict]
     srm: SRMResult
     guardrails: GuardrailState
-    criteria: DecisionCriteria
+    criteria: VerdictCriteria
     days: int
 
     def to_dict(self) -> dict[str, object]:
         return {
             "control": self.control.to_dict(),
-            "policies": [d.to_dict() for d in self.decisions],
+            "policies": [v.to_dict() for v in self.verdicts],
             "srm": self.srm.to_dict(),
             "guardrails": self.guardrails,
             "criteria": self.criteria.to_dict(),
@@ -240,7 +240,7 @@ def _additional_days(
     control: PolicyData,
     look: Look,
     alpha: float,
-    criteria: DecisionCriteria,
+    criteria: VerdictCriteria,
 ) -> tuple[float | None, str]:
     """Estimated further days to detect δ = max(|Δ̂|, δ_MDE) (module docstring)."""
     base = control.rewards.mean
@@ -286,10 +286,10 @@ def _compare(
     treatment: PolicyData,
     control: PolicyData,
     alpha: float,
-    criteria: DecisionCriteria,
+    criteria: VerdictCriteria,
     srm: SRMResult,
     guardrails: GuardrailState,
-) -> PolicyDecision:
+) -> PolicyVerdict:
     pairs = _aligned_looks(treatment, control)
     # mSPRT looks: cumulative data at the end of each day; the p-value is the running
     # minimum of 1/Λ over them (Johari et al. 2017).
@@ -325,7 +325,7 @@ def _compare(
                                          effect, alpha, criteria, srm, guardrails)
     if srm.flagged and recommendation == "kill":
         reasons.append(f"note: sample-ratio mismatch (p = {srm.p_value:.3g})")
-    return PolicyDecision(summary, absolute, relative, alpha, recommendation, reasons, days)
+    return PolicyVerdict(summary, absolute, relative, alpha, recommendation, reasons, days)
 
 
 def _direction(absolute: SequentialResult) -> int:
@@ -345,7 +345,7 @@ def _iterate_reasons(
     last_look: Look,
     effect: str,
     alpha: float,
-    criteria: DecisionCriteria,
+    criteria: VerdictCriteria,
     srm: SRMResult,
     guardrails: GuardrailState,
 ) -> tuple[list[str], float | None]:
@@ -392,24 +392,24 @@ def _iterate_reasons(
     return reasons, days
 
 
-def decide(
+def reach_verdict(
     policies: Sequence[PolicyData],
     control: str,
     split: Mapping[str, float],
-    criteria: DecisionCriteria | None = None,
+    criteria: VerdictCriteria | None = None,
     guardrails: GuardrailState = "unknown",
-) -> DecisionReport:
+) -> VerdictReport:
     """Compare every policy in ``policies`` with ``control`` and recommend ship/iterate/kill.
 
     Args:
         policies: every policy of the experiment, control included.
         control: the control policy's name.
         split: configured traffic weight per policy (for the SRM test).
-        criteria: decision criteria (defaults if ``None``).
+        criteria: verdict criteria (defaults if ``None``).
         guardrails: "failing" when the guardrails keep failing (→ kill), "healthy"
             when the latest run is all ok (required to ship), else "degraded"/"unknown".
     """
-    criteria = criteria or DecisionCriteria()
+    criteria = criteria or VerdictCriteria()
     if guardrails not in get_args(GuardrailState):
         raise ValueError(
             f"guardrails must be one of {get_args(GuardrailState)}, got {guardrails!r}"
@@ -429,7 +429,7 @@ def decide(
     m = len(others) if criteria.correction == "bonferroni" else 1
     alpha = criteria.alpha / max(m, 1)  # Bonferroni over the m comparisons with control.
     base = by_name[control]
-    decisions = [_compare(p, base, alpha, criteria, srm, guardrails) for p in others]
+    verdicts = [_compare(p, base, alpha, criteria, srm, guardrails) for p in others]
     days = max((len(p.daily) for p in policies), default=0)
     control_summary = summarise(base, 1 - criteria.alpha)
-    return DecisionReport(control_summary, decisions, srm, guardrails, criteria, days)
+    return VerdictReport(control_summary, verdicts, srm, guardrails, criteria, days)

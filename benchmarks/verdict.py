@@ -1,9 +1,9 @@
-"""Decision-engine study: A/A false positives under daily peeking, power, SRM detection.
+"""Verdict-engine study: A/A false positives under daily peeking, power, SRM detection.
 
 Setup. Binary rewards, control rate 10 %, 14 daily looks, a fixed daily
 traffic per arm; every experiment is simulated as per-day binomial counts.
 
-* A/A — both arms at 10 %. The engine (``banditd.admin_cli.stats.decision.decide``, run on the
+* A/A — both arms at 10 %. The engine (``banditd.admin_cli.stats.verdict.reach_verdict``, run on the
   full daily series, so its running-minimum p-value covers all 14 looks) flags an
   experiment when its always-valid p-value ≤ α. Beside it: the naive daily z-test
   (|Δ̂|/SE > z₀.₉₇₅ at any of the 14 looks) and the fixed-horizon z-test at day 14 only.
@@ -22,8 +22,8 @@ exactly the same A/A experiments.
 
 Targets: engine FPR ≤ 5 % + 3 SE; SRM detection ≥ 99 %. ``--short`` (CI) runs
 1000 A/A experiments and 500 power / SRM samples; the full run 10 000 / 5000 / 5000 and
-exits non-zero when a target fails. Writes ``benchmarks/results/decision.json`` and
-``decision.png``.
+exits non-zero when a target fails. Writes ``benchmarks/results/verdict.json`` and
+``verdict.png``.
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from banditd.admin_cli.stats.decision import DecisionCriteria, PolicyData, decide
 from banditd.admin_cli.stats.sequential import (
     always_valid_halfwidth,
     look_p_value,
@@ -48,9 +47,10 @@ from banditd.admin_cli.stats.sequential import (
 )
 from banditd.admin_cli.stats.srm import srm_test
 from banditd.admin_cli.stats.sufficient import SampleStats, pool
+from banditd.admin_cli.stats.verdict import PolicyData, VerdictCriteria, reach_verdict
 from scipy import stats as sps
 
-NAME = "decision"
+NAME = "verdict"
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 BASE_RATE = 0.10
@@ -59,7 +59,7 @@ DAYS = 14
 DAILY_USERS_PER_ARM = 10_000
 SRM_USERS = 1_000_000
 SRM_SHARE = 0.505
-CRITERIA = DecisionCriteria()  # α = 0.05, MDE 5 %, SRM at p < 0.001
+CRITERIA = VerdictCriteria()  # α = 0.05, MDE 5 %, SRM at p < 0.001
 SEED = 2017
 SIZES = {"short": {"aa": 1000, "power": 500, "srm": 500},
          "full": {"aa": 10_000, "power": 5000, "srm": 5000}}
@@ -96,7 +96,7 @@ def looks(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def engine_flags(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Run ``decide`` on each experiment's daily series: (significant, recommended ship)."""
+    """Run ``reach_verdict`` on each experiment's daily series: (significant, recommended ship)."""
     split = {"control": 0.5, "treatment": 0.5}
     significant = np.zeros(len(counts), bool)
     ship = np.zeros(len(counts), bool)
@@ -105,9 +105,9 @@ def engine_flags(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         for arm, name in enumerate(("control", "treatment")):
             daily = tuple(SampleStats.from_binary(int(k), DAILY_USERS_PER_ARM) for k in exp[arm])
             policies.append(PolicyData(name, pool(daily), DAILY_USERS_PER_ARM * DAYS, daily))
-        (d,) = decide(policies, "control", split, CRITERIA, guardrails="healthy").decisions
-        significant[e] = d.absolute_lift.significant
-        ship[e] = d.recommendation == "ship"
+        (v,) = reach_verdict(policies, "control", split, CRITERIA, guardrails="healthy").verdicts
+        significant[e] = v.absolute_lift.significant
+        ship[e] = v.recommendation == "ship"
     return significant, ship
 
 
@@ -272,7 +272,7 @@ def _target(name: str, ok: bool, detail: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.decision", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.verdict", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--short", action="store_true",
                         help="CI mode: 1000 A/A experiments, 500 power/SRM samples (seconds)")
@@ -282,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     rng_aa, rng_power, rng_srm = (np.random.default_rng(s)
                                   for s in np.random.SeedSequence(SEED).spawn(3))
-    print(f"decision study ({mode}): A/A {sizes['aa']}, power {sizes['power']}, "
+    print(f"verdict study ({mode}): A/A {sizes['aa']}, power {sizes['power']}, "
           f"SRM {sizes['srm']}", flush=True)
     aa = aa_study(rng_aa, sizes["aa"])
     print(f"  A/A done in {time.monotonic() - started:.1f}s", flush=True)
@@ -297,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
          f"(α + 3 SE); naive daily z-test {aa['naive_daily_z_fpr']:.4f} ± "
          f"{aa['naive_daily_z_fpr_se']:.4f}"),
         ("engine_matches_core", aa["engine_matches_core"],
-         "decide() flags exactly the experiments the vectorised mSPRT core flags"),
+         "reach_verdict() flags exactly the experiments the vectorised mSPRT core flags"),
         ("srm_detection", srm["detection_rate"] >= 0.99,
          f"50.5/49.5 at {SRM_USERS:,} users detected in {srm['detection_rate']:.2%} of "
          f"{srm['samples']} samples (≥ 99 %; one-sided 95 % lower bound "

@@ -1,10 +1,10 @@
-"""``banditctl decide``: load an experiment's data and run the decision engine.
+"""``banditctl decide``: load an experiment's data and run the verdict engine.
 
 The unit of analysis is the user (observations are then independent even when
 users return): each user's outcome is the sum of the rewards of their
 decisions, and a user belongs to the day of their first decision. Day 0 is the
 experiment's start day; the cumulative days are the looks of the sequential
-test (``banditd.admin_cli.stats.decision``). Users are counted per policy from the
+test (``banditd.admin_cli.stats.verdict``). Users are counted per policy from the
 decision log for the sample-ratio-mismatch test.
 
 The guardrail state fed to the engine comes from the stored guardrail runs:
@@ -18,8 +18,13 @@ from __future__ import annotations
 from collections import defaultdict
 
 import asyncpg
-from banditd.admin_cli.stats.decision import DecisionCriteria, DecisionReport, PolicyData, decide
 from banditd.admin_cli.stats.sufficient import SampleStats
+from banditd.admin_cli.stats.verdict import (
+    PolicyData,
+    VerdictCriteria,
+    VerdictReport,
+    reach_verdict,
+)
 from banditd.server.experiment_store import get_experiment
 
 _FAILING_RUNS = 3
@@ -77,9 +82,9 @@ async def load_policy_data(conn: asyncpg.Connection, experiment) -> list[PolicyD
     return data
 
 
-async def run_decision(
+async def run_verdict(
     conn: asyncpg.Connection, experiment_id: str, *, record: bool = True
-) -> DecisionReport:
+) -> VerdictReport:
     """Analyse every bandit policy against control; store the run."""
     experiment = await get_experiment(conn, experiment_id)
     spec = experiment.spec
@@ -87,25 +92,25 @@ async def run_decision(
         raise ValueError(
             f"experiment {experiment_id!r} has no control policy to compare against"
         )
-    report = decide(
+    report = reach_verdict(
         await load_policy_data(conn, experiment),
         control="control",
         split=dict(zip(spec.policies, spec.policy_split, strict=True)),
-        criteria=DecisionCriteria.from_dict(spec.decision_criteria),
+        criteria=VerdictCriteria.from_dict(spec.verdict_criteria),
         guardrails=await guardrail_state(conn, experiment_id),
     )
     if record:
         await conn.execute(
-            """INSERT INTO decision_runs (experiment_id, recommendation, result)
+            """INSERT INTO verdict_runs (experiment_id, recommendation, result)
                VALUES ($1, $2, $3)""",
             experiment_id, overall_recommendation(report), report.to_dict(),
         )
     return report
 
 
-def overall_recommendation(report: DecisionReport) -> str:
+def overall_recommendation(report: VerdictReport) -> str:
     """One word for the experiment: ship if any policy ships, kill if all are killed."""
-    verdicts = [d.recommendation for d in report.decisions]
+    verdicts = [v.recommendation for v in report.verdicts]
     if "ship" in verdicts:
         return "ship"
     if verdicts and all(v == "kill" for v in verdicts):
