@@ -42,7 +42,7 @@ SELECT policy,
        count(*)::float8 AS users,
        count(*) FILTER (WHERE rewarded > 0)::float8 AS n,
        coalesce(sum(total) FILTER (WHERE rewarded > 0), 0)::float8 AS s,
-       coalesce(sum(total * total) FILTER (WHERE rewarded > 0), 0)::float8 AS ss
+       coalesce(sum(banditd_square(total)) FILTER (WHERE rewarded > 0), 0)::float8 AS ss
 FROM per_user GROUP BY policy, day ORDER BY day
 """
 

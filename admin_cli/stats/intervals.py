@@ -190,13 +190,14 @@ def relative_lift_variance(treatment: SampleStats, control: SampleStats) -> floa
 
         Var(r̂) ≈ s_T² / (n_T · x̄_C²) + x̄_T² · s_C² / (n_C · x̄_C⁴).
 
-    ``nan`` when the control mean is 0 (the ratio is undefined), ``inf`` when an arm
-    is empty.
+    ``nan`` when the control mean is 0 (the ratio is undefined) or so close to 0 that
+    x̄_C⁴ underflows to 0 (|x̄_C| below about 1e-81: no double holds the variance),
+    ``inf`` when an arm is empty.
     """
     if treatment.is_empty or control.is_empty:
         return math.inf
     mean_c = control.mean
-    if mean_c == 0:
+    if mean_c**4 == 0:
         return math.nan
     # Deng, Knoblich & Lu (2018): ratio of independent means by the delta method.
     return treatment.variance_of_mean / mean_c**2 + (

@@ -230,10 +230,10 @@ def difference_look(treatment: SampleStats, control: SampleStats, mde_relative: 
 def relative_look(treatment: SampleStats, control: SampleStats, mde_relative: float) -> Look:
     """Look at r = μ_T/μ_C − 1 with the delta-method variance and τ² = mde².
 
-    See :func:`banditd.admin_cli.stats.intervals.relative_lift_variance`; with x̄_C = 0 the
-    estimate is ``nan`` and the look carries no evidence.
+    See :func:`banditd.admin_cli.stats.intervals.relative_lift_variance`; with x̄_C = 0
+    (or x̄_C⁴ underflowing to 0) the estimate is ``nan`` and the look carries no evidence.
     """
-    if control.is_empty or control.mean == 0:
+    if control.is_empty or control.mean**4 == 0:
         return Look(math.nan, math.inf, tau2_from_mde(mde_relative))
     estimate = treatment.mean / control.mean - 1
     return Look(estimate, relative_lift_variance(treatment, control), tau2_from_mde(mde_relative))

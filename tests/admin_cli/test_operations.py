@@ -202,6 +202,23 @@ async def test_decide_recommends_ship_for_a_clearly_better_policy(db_conn):
     assert stored["result"]["policies"][0]["recommendation"] == "ship"
 
 
+async def test_decide_takes_a_reward_whose_square_underflows(db_conn):
+    """A per-user total of 1e-170 is a valid reward (inside [0, 1]) whose square
+    underflows float8 multiplication (PostgreSQL raises on it): the verdict's sum of
+    squares goes through banditd_square, as every other sum of squares does."""
+    experiment = await make_experiment_on(db_conn, policies=("thompson", "control"))
+    await insert_decisions(db_conn, experiment.key, [
+        ("thompson", "arm-0", "POLICY", 5, "t1"), ("control", "arm-1", "CONTROL", 5, "c1")])
+    await db_conn.execute(
+        """INSERT INTO rewards (decision_id, experiment_key, policy, arm, served_by, value, source,
+               decided_at)
+           SELECT decision_id, experiment_key, policy, arm, served_by, 1e-170, 'client',
+                  decided_at FROM decisions"""
+    )
+    report = await run_verdict(db_conn, "exp")
+    assert [v.recommendation for v in report.verdicts] == ["iterate"]
+
+
 async def test_two_schedulers_never_claim_the_same_run(migrated_db_url):
     schedule = Schedule()
     first, second = await connect(migrated_db_url), await connect(migrated_db_url)

@@ -120,6 +120,17 @@ def test_lift_formulas_by_hand() -> None:
     assert z_quantile(0.95) == pytest.approx(z, rel=1e-12)
 
 
+def test_relative_lift_is_undefined_when_the_control_mean_is_too_small_to_square() -> None:
+    """x̄_C = 1e-170 is a valid mean whose fourth power underflows to 0: the delta-method
+    variance cannot be represented, so the relative lift carries no evidence (nan)
+    rather than dividing by zero."""
+    t = SampleStats.from_values([0.5, 0.25, 0.75])
+    tiny = SampleStats.from_values([1e-170, 1e-170, 1e-170])
+    assert math.isnan(relative_lift_variance(t, tiny))
+    assert math.isnan(relative_lift_variance(t, SampleStats.from_values([0.0, 0.0])))
+    assert math.isfinite(relative_lift_variance(t, SampleStats.from_values([1e-60, 2e-60])))
+
+
 @pytest.mark.parametrize(
     ("interval", "finite", "message"),
     [
