@@ -22,9 +22,10 @@ from typing import Any
 
 import click
 import numpy as np
-from banditd.admin_cli.stats.serialise import json_float
 from rich.console import Console
 from rich.table import Table
+
+from banditd.admin_cli.stats.serialise import json_float
 
 EXIT_FAILED, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_STATE, EXIT_DATABASE = 1, 2, 3, 4, 5
 
@@ -79,6 +80,7 @@ class Database:
     async def connection(self, *, check_schema: bool = True, create: bool = False):
         """A connection; fails with exit code 5 when unreachable or not migrated."""
         import asyncpg
+
         from banditd.server.database import connect, redacted
         from banditd.server.migrate import SchemaMismatchError
         from banditd.server.migrate import check_schema as check

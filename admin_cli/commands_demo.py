@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import click
+
 from banditd.admin_cli.cli_support import (
     EXIT_USAGE,
     RESULTS_DIR,
@@ -96,6 +97,8 @@ async def _experiment_arms(db, experiment_id: str, new_arms: tuple[str, ...]) ->
 def demo_command(address, seconds, wait_seconds, movielens_path, n_arms, threshold,
                  concurrency, experiment_id, out_path, seed, as_json, db) -> None:
     """Simulate MovieLens users against a running banditd and watch the policies learn."""
+    from rich.live import Live
+
     from banditd.admin_cli.demo_simulation import (
         DemoStats,
         build_users,
@@ -106,7 +109,6 @@ def demo_command(address, seconds, wait_seconds, movielens_path, n_arms, thresho
         wait_until_serving,
     )
     from banditd.admin_cli.offline.movielens import MovieLensFormatError, read_movielens
-    from rich.live import Live
 
     path = _find_movielens(movielens_path)
     try:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+
 from banditd.admin_cli.cli_support import (
     EXIT_USAGE,
     CliError,

@@ -24,6 +24,17 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
 from banditd.admin_cli.cli_support import (
     EXIT_NOT_FOUND,
     EXIT_USAGE,
@@ -41,16 +52,6 @@ from banditd.admin_cli.cli_support import (
     warn,
 )
 from banditd.admin_cli.commands_experiment import parse_policy_params
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 DEFAULT_REPLAY_POLICIES = "thompson,ucb,egreedy,control"
 

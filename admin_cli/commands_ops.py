@@ -10,6 +10,7 @@ from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 import click
+
 from banditd.admin_cli.cli_support import (
     EXIT_FAILED,
     EXIT_USAGE,

@@ -26,6 +26,7 @@ import logging
 from dataclasses import dataclass, field
 
 import asyncpg
+
 from banditd.admin_cli.stats.guardrail_rules import (
     CheckResult,
     GuardrailInputs,

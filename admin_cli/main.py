@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+
 from banditd.admin_cli.cli_support import database_options, print_json, run
 from banditd.admin_cli.commands_demo import demo_command
 from banditd.admin_cli.commands_experiment import experiment_group, launch_command

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 
 import asyncpg
+
 from banditd.admin_cli.guardrails import run_guardrail_job
 from banditd.admin_cli.verdict_engine import run_verdict
 from banditd.server.database import connect

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
+
 from banditd.admin_cli.stats.intervals import Interval, reward_interval
 from banditd.admin_cli.stats.sufficient import SampleStats
 from banditd.server.experiment import Experiment, utcnow

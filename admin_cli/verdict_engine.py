@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 import asyncpg
+
 from banditd.admin_cli.stats.sufficient import SampleStats
 from banditd.admin_cli.stats.verdict import (
     PolicyData,

@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 from banditd.server.database import create_database, drop_database
-
 from benchmarks import load_harness, load_phases, load_report
 from benchmarks.load_harness import (
     BENCH_DB_PREFIX,

@@ -50,8 +50,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from banditd.server.database import create_database, drop_database
 
+from banditd.server.database import create_database, drop_database
 from benchmarks.load_client import RunResult, Target, closed_loop, open_loop
 from benchmarks.load_harness import (
     BENCH_DB_PREFIX,
@@ -411,6 +411,7 @@ async def asyncpg_commit(url: str, decision_ids: list[str], *, concurrency: int,
                          duration: float, group: bool) -> dict[str, Any]:
     """The reward rows committed by bare asyncpg at ``concurrency`` (see module doc)."""
     import asyncpg
+
     from banditd.server.database import connect
 
     setup = await connect(url)

@@ -17,6 +17,7 @@ import sys
 import time
 
 import numpy as np
+
 from banditd.admin_cli.offline.regret import (
     chapelle_li_means,
     lai_robbins_constant,

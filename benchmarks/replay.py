@@ -146,7 +146,6 @@ def main(argv: list[str] | None = None) -> int:
     from banditd.admin_cli.offline.movielens import MovieLensFormatError, read_movielens
     from banditd.admin_cli.offline.movielens_fetch import DatasetUnavailable, locate_ml100k
     from banditd.admin_cli.offline.plots import plot_replay_panels
-
     from benchmarks.report import RESULTS_DIR, print_target, write_report
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.replay", description=__doc__,

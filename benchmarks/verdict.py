@@ -38,6 +38,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy import stats as sps
+
 from banditd.admin_cli.stats.sequential import (
     always_valid_halfwidth,
     look_p_value,
@@ -48,7 +50,6 @@ from banditd.admin_cli.stats.sequential import (
 from banditd.admin_cli.stats.srm import srm_test
 from banditd.admin_cli.stats.sufficient import SampleStats, pool
 from banditd.admin_cli.stats.verdict import PolicyData, VerdictCriteria, reach_verdict
-from scipy import stats as sps
 
 NAME = "verdict"
 RESULTS_DIR = Path(__file__).resolve().parent / "results"

@@ -13,6 +13,7 @@ import sys
 
 import click
 import grpc
+
 from banditd.server.quickstart import DEFAULT_ADDRESS
 
 _EXIT_CODES = {

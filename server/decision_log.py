@@ -28,6 +28,7 @@ from collections import Counter
 from datetime import UTC, datetime
 
 import numpy as np
+
 from banditd.core_ext.codecs import COPY_HEADER, COPY_TRAILER, DECISION_COLUMNS, DecisionRows
 from banditd.server.metrics import METRICS
 

@@ -15,6 +15,7 @@ from datetime import timedelta
 from typing import Any
 
 import asyncpg
+
 from banditd.server.experiment import Experiment, ExperimentSpec, Status, utcnow
 
 CHANNEL = "banditd_experiments"

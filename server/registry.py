@@ -17,12 +17,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
+
 from banditd.core_ext.codecs import DecisionRows, DecisionSigner
 from banditd.core_ext.decider import Decider
 from banditd.core_ext.policies import POLICY_CODES, Rng, make_kernel
 from banditd.server.assignment import SEPARATOR, policy_table, traffic_threshold
 from banditd.server.experiment import DEFAULT_POLICY, Experiment
-
 from banditd.v1 import decision_pb2
 
 # Wire codes, as encoded in decision ids: policies from core_ext's policy table,

@@ -25,6 +25,7 @@ from collections import defaultdict
 from datetime import timedelta
 
 import numpy as np
+
 from banditd.server.metrics import METRICS
 from banditd.server.registry import Registry
 

@@ -18,6 +18,8 @@ from datetime import UTC, datetime
 
 import grpc
 import numpy as np
+from google.protobuf.message import DecodeError
+
 from banditd.core_ext.codecs import (
     WireFormatError,
     parse_reward_request,
@@ -44,8 +46,6 @@ from banditd.server.validation import (
     check_id,
     check_reward_value,
 )
-from google.protobuf.message import DecodeError
-
 from banditd.v1 import decision_pb2
 
 api_log = logging.getLogger("banditd.api")

@@ -21,12 +21,12 @@ from pathlib import Path
 
 import grpc
 import pytest
+
 from banditd.server import database
 from banditd.server.app import BanditServer, ServeConfig
 from banditd.server.database import connect
 from banditd.server.experiment import ExperimentSpec
 from banditd.server.experiment_store import change_status, create_experiment
-
 from banditd.v1 import decision_pb2_grpc
 
 ADMIN_URL = os.environ.get("BANDITD_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")

@@ -8,8 +8,8 @@ import signal
 import subprocess
 
 import pytest
-from banditd.server.quickstart import DEFAULT_ADDRESS, try_it
 
+from banditd.server.quickstart import DEFAULT_ADDRESS, try_it
 from tests.checkout import (
     ROOT,
     copy_checkout,

@@ -50,6 +50,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
+
 from banditd.admin_cli.offline.movielens import RATING_MAX, RATING_MIN, MovieLensData
 
 ArmKind = Literal["movie", "genre"]

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
+
 from banditd.admin_cli.stats.serialise import json_float
 
 

@@ -73,6 +73,7 @@ from typing import Any
 
 import asyncpg
 import numpy as np
+
 from banditd.admin_cli.offline.estimators import (
     Estimate,
     EstimationConfig,

@@ -21,6 +21,7 @@ from typing import Any
 
 import asyncpg
 import numpy as np
+
 from banditd.admin_cli.offline.bandit_problem import ArmCounts, ArmKind
 from banditd.admin_cli.offline.movielens import MovieLensData
 

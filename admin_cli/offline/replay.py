@@ -36,13 +36,14 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
+from scipy import stats
+
 from banditd.admin_cli.offline.bandit_problem import (
     BanditProblem,
     LoggedStream,
     StreamConfig,
     logged_stream,
 )
-from scipy import stats
 
 CONTROL = "control"
 

@@ -45,6 +45,8 @@ from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 import numpy as np
+from scipy import stats as sps
+
 from banditd.admin_cli.stats.intervals import relative_lift_variance
 from banditd.admin_cli.stats.serialise import json_float
 from banditd.admin_cli.stats.sufficient import SampleStats
@@ -53,7 +55,6 @@ from banditd.server.experiment_settings import (
     GuardrailThresholds,
     Status,
 )
-from scipy import stats as sps
 
 # Checks whose criticality alone triggers a rollback (rule 2).
 _IMMEDIATE: frozenset[str] = frozenset({"error_rate", "p95_latency_ms"})

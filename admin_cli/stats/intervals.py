@@ -27,9 +27,10 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+from scipy import stats as sps
+
 from banditd.admin_cli.stats.serialise import json_float, json_interval
 from banditd.admin_cli.stats.sufficient import SampleStats
-from scipy import stats as sps
 
 MeanMethod = Literal["t", "normal"]
 

@@ -64,10 +64,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import stats as sps
+
 from banditd.admin_cli.stats.intervals import difference_variance, relative_lift_variance
 from banditd.admin_cli.stats.serialise import json_float, json_interval
 from banditd.admin_cli.stats.sufficient import SampleStats
-from scipy import stats as sps
 
 ArrayLike = float | np.ndarray
 

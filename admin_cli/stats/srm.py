@@ -27,8 +27,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
-from banditd.admin_cli.stats.serialise import json_float
 from scipy import stats as sps
+
+from banditd.admin_cli.stats.serialise import json_float
 
 DEFAULT_SRM_P_THRESHOLD = 0.001
 

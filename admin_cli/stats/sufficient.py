@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
+
 from banditd.admin_cli.stats.serialise import json_float
 
 # Relative slack on the Cauchy–Schwarz check (Σx)² ≤ n·Σx²: sums computed in floating

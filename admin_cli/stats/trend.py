@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
 from banditd.admin_cli.stats.serialise import json_float
 from banditd.admin_cli.stats.sufficient import SampleStats, pool
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Literal, TypeAlias, get_args
 
 import numpy as np
+
 from banditd.core_ext.policies.kernels import (
     ControlPolicy,
     EpsilonGreedyPolicy,

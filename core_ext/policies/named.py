@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
 from banditd.core_ext.policies.catalog import (
     PolicyParams,
     check_name,

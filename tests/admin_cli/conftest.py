@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from banditd.admin_cli.main import main
 from click.testing import CliRunner
 
+from banditd.admin_cli.main import main
 from tests.conftest import create_database, drop_database
 
 

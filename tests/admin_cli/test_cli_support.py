@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pytest
+
 from banditd.admin_cli.cli_support import json_text, to_jsonable
 
 

@@ -2,11 +2,11 @@
 
 import json
 
+from click.testing import CliRunner
+
 from banditd.admin_cli.demo_simulation import build_users, top_movie_arms
 from banditd.admin_cli.main import main
 from banditd.admin_cli.offline.movielens import read_movielens
-from click.testing import CliRunner
-
 from tests.admin_cli.offline.movielens_fixtures import make_fixture, write_ml100k
 
 

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+
 from banditd.admin_cli.cli_support import EXIT_NOT_FOUND, EXIT_STATE, EXIT_USAGE
 
 
@@ -86,9 +87,10 @@ def test_invalid_transitions_exit_with_the_state_code(banditctl):
 
 
 def test_unreachable_database_exits_with_the_database_code():
+    from click.testing import CliRunner
+
     from banditd.admin_cli.cli_support import EXIT_DATABASE
     from banditd.admin_cli.main import main
-    from click.testing import CliRunner
 
     result = CliRunner().invoke(
         main, ["experiment", "list", "--database-url", "postgresql://postgres@127.0.0.1:1/x"])
@@ -138,9 +140,10 @@ def test_traffic_set_to_zero_is_refused_and_changes_nothing(banditctl):
 def test_a_command_run_where_there_is_no_database_creates_none(tmp_path, monkeypatch):
     """banditctl from the wrong directory says where it looked and how to point it at
     the right database, instead of starting an empty embedded PostgreSQL there."""
+    from click.testing import CliRunner
+
     from banditd.admin_cli.cli_support import EXIT_DATABASE
     from banditd.admin_cli.main import main
-    from click.testing import CliRunner
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("BANDITD_DATABASE_URL", raising=False)

@@ -7,6 +7,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from banditd.admin_cli.cli_support import EXIT_STATE
 from banditd.admin_cli.guardrails import (
     RollbackFailed,
@@ -19,7 +20,6 @@ from banditd.admin_cli.summary import experiment_summary
 from banditd.admin_cli.verdict_engine import run_verdict
 from banditd.server.database import connect
 from banditd.server.experiment_store import events, get_experiment, update_settings
-
 from banditd.v1 import decision_pb2 as pb
 from tests.conftest import make_experiment, wait_for
 
@@ -238,7 +238,6 @@ async def test_two_schedulers_never_claim_the_same_run(migrated_db_url):
 async def make_experiment_on(conn, **overrides):
     from banditd.server.experiment import ExperimentSpec
     from banditd.server.experiment_store import change_status, create_experiment
-
     from tests.conftest import ARMS
 
     fields = {"arms": ARMS, "policies": ("thompson", "ucb", "egreedy", "control"), **overrides}
@@ -284,8 +283,9 @@ def test_cli_rollback_and_status(banditctl):
 
 
 def test_cli_status_sees_a_live_server_and_redis(cli_db, server_process):
-    from banditd.admin_cli.main import main
     from click.testing import CliRunner
+
+    from banditd.admin_cli.main import main
 
     proc = server_process(cli_db)
     proc.wait_serving()

@@ -9,9 +9,9 @@ import random
 
 import grpc
 import pytest
-from banditd.admin_cli.main import main
 from click.testing import CliRunner
 
+from banditd.admin_cli.main import main
 from banditd.v1 import decision_pb2 as pb
 from banditd.v1 import decision_pb2_grpc
 

@@ -3,10 +3,10 @@
 import asyncio
 
 import pytest
+
 from banditd.admin_cli import runbook
 from banditd.server.database import connect
 from banditd.server.experiment_store import ExperimentNotFound, get_experiment
-
 from tests.conftest import make_experiment
 
 

@@ -9,7 +9,6 @@ from datetime import timedelta
 
 from banditd.admin_cli.scheduler import Schedule, run_scheduler
 from banditd.server.database import connect
-
 from tests.conftest import make_experiment
 
 

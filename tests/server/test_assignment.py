@@ -5,13 +5,14 @@ import math
 
 import numpy as np
 import pytest
+from scipy import stats
+
 from banditd.core_ext.codecs import DecisionSigner
 from banditd.core_ext.decider import BUCKETS, Decider, assignment_bucket, hash64
 from banditd.core_ext.policies import ControlPolicy, Rng
 from banditd.server.assignment import SEPARATOR, policy_table, traffic_threshold
 from banditd.server.decision_id import DecisionIdCodec
 from banditd.server.registry import SERVED_BY_CODE_NAMES
-from scipy import stats
 
 SALT = b"0123456789abcdef"
 

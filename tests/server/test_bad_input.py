@@ -6,9 +6,9 @@ import random
 
 import grpc
 import pytest
-from banditd.server.database import connect
 from google.protobuf.message import DecodeError
 
+from banditd.server.database import connect
 from banditd.v1 import decision_pb2 as pb
 from tests.conftest import make_experiment
 

@@ -6,6 +6,7 @@ import random
 import struct
 
 import pytest
+
 from banditd.core_ext.codecs import DecisionSigner
 from banditd.server.decision_id import ENCODED_LENGTH, DecisionIdCodec, InvalidDecisionId
 

@@ -1,6 +1,7 @@
 """Experiment configurations are validated before they reach the database."""
 
 import pytest
+
 from banditd.server.experiment import ExperimentConfigError, ExperimentSpec
 
 GOOD = {"id": "exp-1", "name": "A test", "arms": ("a", "b", "c")}

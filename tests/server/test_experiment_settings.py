@@ -7,6 +7,7 @@ import json
 import math
 
 import pytest
+
 from banditd.server.experiment_settings import GuardrailThresholds, Threshold, VerdictCriteria
 
 DEFAULTS = GuardrailThresholds()

@@ -6,8 +6,8 @@ import random
 import grpc
 import numpy as np
 import pytest
-from banditd.server.database import connect
 
+from banditd.server.database import connect
 from banditd.v1 import decision_pb2 as pb
 from banditd.v1 import decision_pb2_grpc
 from tests.conftest import make_experiment

@@ -3,8 +3,9 @@
 import re
 
 import pytest
-from banditd.server.metrics import _LATENCY_BUCKETS, DecisionCounter, LoopHistogram
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+from banditd.server.metrics import _LATENCY_BUCKETS, DecisionCounter, LoopHistogram
 
 
 def _without_created(text: str) -> str:

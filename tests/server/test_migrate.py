@@ -1,6 +1,7 @@
 """Migrations are versioned and idempotent; the server refuses unknown schemas."""
 
 import pytest
+
 from banditd.server.migrate import SCHEMA_VERSION, SchemaMismatchError, check_schema, migrate
 
 

@@ -4,6 +4,7 @@ import asyncio
 from datetime import UTC, datetime
 
 import numpy as np
+
 from banditd.core_ext.codecs import DecisionSigner
 from banditd.core_ext.policies import Rng
 from banditd.server.experiment import Experiment, ExperimentSpec

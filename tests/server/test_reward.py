@@ -5,10 +5,10 @@ from datetime import UTC, datetime
 
 import grpc
 import pytest
-from banditd.server.database import connect
-from banditd.server.metrics import METRICS
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from banditd.server.database import connect
+from banditd.server.metrics import METRICS
 from banditd.v1 import decision_pb2 as pb
 from tests.conftest import make_experiment, wait_for
 

@@ -4,9 +4,9 @@ import asyncio
 
 import grpc
 import pytest
+
 from banditd.server.database import connect
 from banditd.server.experiment_store import change_status
-
 from banditd.v1 import decision_pb2 as pb
 from tests.conftest import ARMS, make_experiment, wait_for
 
@@ -293,6 +293,7 @@ async def test_first_selects_wait_for_thompson_caches_built_beside_the_loop(
     import threading
 
     import numpy as np
+
     from banditd.server.registry import ExperimentRuntime
 
     await make_experiment(migrated_db_url, "warm", policies=("thompson", "control"))
@@ -357,6 +358,7 @@ async def test_an_edited_experiment_keeps_its_cache_and_builds_none(
     the Thompson cache comes along, so the next Selects build nothing and wait for
     nothing, and their propensities are the cache's."""
     import numpy as np
+
     from banditd.server.experiment_store import update_settings
     from banditd.server.registry import ExperimentRuntime
 

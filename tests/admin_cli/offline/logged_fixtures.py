@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import numpy as np
+
 from banditd.server.experiment import ExperimentSpec
 from banditd.server.experiment_store import create_experiment
 

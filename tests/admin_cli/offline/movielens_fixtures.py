@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from banditd.admin_cli.offline.movielens import ML100K_GENRES
 
 

@@ -7,6 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import stats
+
 from banditd.admin_cli.offline.bandit_problem import (
     ArmCounts,
     BanditProblem,
@@ -18,10 +22,6 @@ from banditd.admin_cli.offline.bandit_problem import (
     problem_from_data,
 )
 from banditd.admin_cli.offline.movielens import read_movielens
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from scipy import stats
-
 from tests.admin_cli.offline.movielens_fixtures import make_fixture, write_csv
 
 

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from click.testing import CliRunner
+
 from banditd.admin_cli.cli_support import EXIT_NOT_FOUND, EXIT_USAGE
 from banditd.admin_cli.commands_offline import (
     evaluate_command,
     load_movielens_command,
     replay_command,
 )
-from click.testing import CliRunner
-
 from tests.admin_cli.offline.logged_fixtures import write_logged_experiment
 from tests.admin_cli.offline.movielens_fixtures import make_fixture, write_csv, write_recbole
 

@@ -13,6 +13,10 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
 from banditd.admin_cli.offline.estimators import (
     IPS,
     SNIPS,
@@ -24,9 +28,6 @@ from banditd.admin_cli.offline.estimators import (
     effective_sample_size,
     estimate_policy,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
 
 DATASETS = 200
 COVERAGE_TOLERANCE = 3 * math.sqrt(0.95 * 0.05 / DATASETS)  # ~0.046

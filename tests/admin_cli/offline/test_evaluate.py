@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 import pytest
+
 from banditd.admin_cli.cli_support import json_text
 from banditd.admin_cli.offline.estimators import EstimationConfig
 from banditd.admin_cli.offline.evaluate import (
@@ -22,7 +23,6 @@ from banditd.admin_cli.offline.evaluate import (
     greedy_distribution,
 )
 from banditd.server.experiment_store import ExperimentNotFound
-
 from tests.admin_cli.offline.logged_fixtures import ARMS, write_logged_experiment
 
 CONFIG = EvaluateConfig(draws=2000, estimation=EstimationConfig(n_bootstrap=300))

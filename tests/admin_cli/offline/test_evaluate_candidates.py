@@ -15,6 +15,8 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pytest
+from scipy import integrate, stats
+
 from banditd.admin_cli.cli_support import json_text
 from banditd.admin_cli.offline.estimators import EstimationConfig, estimate_policy
 from banditd.admin_cli.offline.evaluate import (
@@ -29,8 +31,6 @@ from banditd.admin_cli.offline.evaluate import (
 from banditd.core_ext.policies import Rng, make_kernel, params_from_dict
 from banditd.server.experiment import ExperimentSpec
 from banditd.server.experiment_store import create_experiment
-from scipy import integrate, stats
-
 from tests.admin_cli.offline.logged_fixtures import (
     SUBSET_ARMS,
     write_subset_logged_experiment,

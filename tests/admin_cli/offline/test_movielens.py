@@ -7,13 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from banditd.admin_cli.offline.movielens import (
     Movie,
     MovieLensFormatError,
     detect_format,
     read_movielens,
 )
-
 from tests.admin_cli.offline.movielens_fixtures import (
     WRITERS,
     FixtureData,

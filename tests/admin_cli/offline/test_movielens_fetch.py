@@ -4,6 +4,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+
 from banditd.admin_cli.offline import movielens_fetch
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import asyncpg
 import numpy as np
 import pytest
+
 from banditd.admin_cli.offline.bandit_problem import arm_counts_from_data
 from banditd.admin_cli.offline.movielens import MovieLensData, read_movielens
 from banditd.admin_cli.offline.movielens_store import (
@@ -19,7 +20,6 @@ from banditd.admin_cli.offline.movielens_store import (
     load_dataset,
     validate_dataset_name,
 )
-
 from tests.admin_cli.offline.movielens_fixtures import WRITERS, make_fixture, write_csv
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 
 import pytest
+
 from banditd.admin_cli.offline.regret import (
     bernoulli_kl,
     chapelle_li_means,

@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 import pytest
+
 from banditd.admin_cli.cli_support import json_text
 from banditd.admin_cli.offline.bandit_problem import BanditProblem, LoggedStream, StreamConfig
 from banditd.admin_cli.offline.plots import plot_replay

@@ -8,6 +8,8 @@ import math
 
 import numpy as np
 import pytest
+from scipy import stats as sps
+
 from banditd.admin_cli.stats.guardrail_rules import (
     CheckResult,
     GuardrailInputs,
@@ -22,7 +24,6 @@ from banditd.admin_cli.stats.guardrail_rules import (
 )
 from banditd.admin_cli.stats.sufficient import SampleStats
 from banditd.server.experiment_settings import CHECK_NAMES, GuardrailThresholds
-from scipy import stats as sps
 
 DEFAULTS = GuardrailThresholds()
 

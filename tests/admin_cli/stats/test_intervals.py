@@ -12,6 +12,8 @@ import math
 
 import numpy as np
 import pytest
+from scipy import stats as sps
+
 from banditd.admin_cli.stats.intervals import (
     absolute_lift,
     mean_interval,
@@ -22,7 +24,6 @@ from banditd.admin_cli.stats.intervals import (
     z_quantile,
 )
 from banditd.admin_cli.stats.sufficient import SampleStats
-from scipy import stats as sps
 
 REPS = 4000
 MC_TOL = 3 * math.sqrt(0.95 * 0.05 / REPS)

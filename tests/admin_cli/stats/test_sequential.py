@@ -13,6 +13,9 @@ import math
 
 import numpy as np
 import pytest
+from scipy import integrate
+from scipy import stats as sps
+
 from banditd.admin_cli.stats.sequential import (
     Look,
     always_valid_halfwidth,
@@ -28,8 +31,6 @@ from banditd.admin_cli.stats.sequential import (
     tau2_from_mde,
 )
 from banditd.admin_cli.stats.sufficient import SampleStats
-from scipy import integrate
-from scipy import stats as sps
 
 ALPHA = 0.05
 MDE = 0.05

@@ -7,8 +7,9 @@ import math
 
 import numpy as np
 import pytest
-from banditd.admin_cli.stats.srm import srm_test
 from scipy import stats as sps
+
+from banditd.admin_cli.stats.srm import srm_test
 
 
 def test_flags_505_495_at_a_million_users() -> None:

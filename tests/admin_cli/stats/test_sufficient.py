@@ -7,9 +7,10 @@ import math
 
 import numpy as np
 import pytest
-from banditd.admin_cli.stats.sufficient import SampleStats, pool
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from banditd.admin_cli.stats.sufficient import SampleStats, pool
 
 finite = st.floats(min_value=-1e3, max_value=1e3, allow_nan=False, allow_infinity=False)
 

@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+
 from banditd.admin_cli.stats.sufficient import SampleStats
 from banditd.admin_cli.stats.trend import daily_trend
 

@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import pytest
+
 from banditd.admin_cli.stats.sequential import (
     difference_look,
     look_p_value,

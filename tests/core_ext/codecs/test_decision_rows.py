@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
+
 from banditd.core_ext.codecs import COPY_HEADER, COPY_TRAILER, DECISION_COLUMNS, DecisionRows
 from banditd.server.decision_id import DecisionIdCodec
-
 from tests.server.test_assignment import ARMS, _decider
 
 PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)

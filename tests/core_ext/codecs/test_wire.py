@@ -8,16 +8,16 @@ import math
 import struct
 
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from banditd.core_ext.codecs import (
     WireFormatError,
     parse_reward_request,
     parse_select_request,
     select_response,
 )
-from google.protobuf.timestamp_pb2 import Timestamp
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
 from banditd.v1 import decision_pb2 as pb
 
 text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=300)

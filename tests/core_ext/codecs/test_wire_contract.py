@@ -5,14 +5,14 @@ here, not in production by being skipped."""
 from __future__ import annotations
 
 import pytest
+from google.protobuf.descriptor import FieldDescriptor
+
 from banditd.core_ext.codecs import (
     CODEC_FIELDS,
     parse_reward_request,
     parse_select_request,
     select_response,
 )
-from google.protobuf.descriptor import FieldDescriptor
-
 from banditd.v1 import decision_pb2 as pb
 
 TYPE_NAMES = {

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from banditd.core_ext.decider import BUCKETS, assignment_bucket, hash64
 from scipy import stats
+
+from banditd.core_ext.decider import BUCKETS, assignment_bucket, hash64
 
 PRIME32 = 2654435761
 

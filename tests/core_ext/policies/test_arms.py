@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from banditd.core_ext.policies import (
     ControlPolicy,
     EpsilonGreedyPolicy,

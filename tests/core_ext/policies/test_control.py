@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from banditd.core_ext.policies import ControlPolicy, Rng
 
 from .conftest import binomial_se, select_frequencies

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from banditd.core_ext.policies import EpsilonGreedyPolicy, Rng
 
 from .conftest import binomial_se, select_frequencies

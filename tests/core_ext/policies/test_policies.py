@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+
 from banditd.core_ext.policies import (
     POLICY_NAMES,
     ControlParams,

@@ -10,6 +10,9 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from banditd.core_ext.policies import (
     ControlPolicy,
     EpsilonGreedyPolicy,
@@ -17,8 +20,6 @@ from banditd.core_ext.policies import (
     ThompsonPolicy,
     UCB1Policy,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 FACTORIES = {
     "thompson": lambda p, s, r, d: ThompsonPolicy(

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from banditd.core_ext.policies import Rng
 from scipy import stats
+
+from banditd.core_ext.policies import Rng
 
 N = 20_000
 BETA_GRID = [(0.2, 0.25), (0.3, 0.7), (0.5, 0.5), (1.0, 1.0), (0.5, 3.0), (2.0, 5.0),

@@ -13,6 +13,7 @@ import threading
 
 import numpy as np
 import pytest
+
 from banditd.core_ext.policies import Rng, ThompsonPolicy
 
 from .conftest import binomial_se, thompson_win_probabilities

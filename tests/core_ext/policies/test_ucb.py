@@ -10,6 +10,7 @@ import math
 
 import numpy as np
 import pytest
+
 from banditd.core_ext.policies import Rng, UCB1Policy
 
 from .conftest import binomial_se, select_frequencies
