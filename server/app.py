@@ -21,31 +21,39 @@ import socket
 from dataclasses import dataclass
 
 import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import start_http_server
+
 from banditd.core_ext.policies import Rng
 from banditd.server import __version__
 from banditd.server.change_feed import ChangeFeed
-from banditd.server.database import resolve_database_url, wait_for_pool
+from banditd.server.database import (
+    DatabaseConfigError,
+    DatabaseUnreachable,
+    resolve_database_url,
+    wait_for_pool,
+)
 from banditd.server.decision_id import DecisionIdCodec
 from banditd.server.decision_log import DecisionLog
 from banditd.server.default_rewards import DefaultRewardWorker
 from banditd.server.demo_experiment import ensure_demo
 from banditd.server.heartbeat import Heartbeat
 from banditd.server.metrics import METRICS
-from banditd.server.migrate import check_schema, migrate
+from banditd.server.migrate import SchemaMismatchError, check_schema, migrate
 from banditd.server.propensity import PropensityRefresher
 from banditd.server.registry import Registry
 from banditd.server.replica_sync import ReplicaSync
 from banditd.server.reward_commit import RewardCommitter
 from banditd.server.servicer import DecisionServicer, add_to_server
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
-from prometheus_client import start_http_server
-
 from banditd.v1 import decision_pb2
 
 log = logging.getLogger("banditd.app")
 
 SERVICE_NAME = decision_pb2.DESCRIPTOR.services_by_name["DecisionService"].full_name
+
+
+EXIT_FAILED, EXIT_USAGE, EXIT_DATABASE = 1, 2, 5
 
 
 class StartupError(RuntimeError):
@@ -80,6 +88,7 @@ class BanditServer:
         self.config = config
         self.server_id = f"{socket.gethostname()}:{config.port}:{os.getpid()}"
         self.port: int | None = None
+        self.metrics_port: int | None = None
         self._tasks: list[asyncio.Task] = []
         self._grpc: grpc.aio.Server | None = None
         self._waiting_health: grpc.aio.Server | None = None
@@ -161,7 +170,9 @@ class BanditServer:
             asyncio.create_task(self.heartbeat.run(lambda: len(registry)), name="heartbeat")
         )
         if config.metrics_port is not None:
-            start_http_server(config.metrics_port, config.metrics_host, METRICS.registry)
+            httpd, _thread = start_http_server(config.metrics_port, config.metrics_host,
+                                               METRICS.registry)
+            self.metrics_port = httpd.server_port
         if freeze_gc:
             _freeze_startup_objects()
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
@@ -265,3 +276,33 @@ async def serve(config: ServeConfig, *, on_started=None) -> None:
         await stop.wait()
     finally:
         await server.stop()
+
+
+def report_failure(message: str, code: int) -> int:
+    """Say why the server cannot run, in one line on stderr; returns the exit ``code``."""
+    import click
+
+    from banditd.server import logs
+
+    logs.shutdown()
+    click.echo(f"error: {message}", err=True)
+    return code
+
+
+def run_until_stopped(config: ServeConfig, *, on_started=None) -> int:
+    """``serve`` in a new event loop; the exit code, with one line on stderr on failure:
+    0 stopped cleanly, 1 failed to start, 2 bad configuration, 5 database unreachable
+    or not migrated."""
+    try:
+        asyncio.run(serve(config, on_started=on_started))
+    except (SchemaMismatchError, DatabaseUnreachable) as exc:
+        return report_failure(str(exc), EXIT_DATABASE)
+    except DatabaseConfigError as exc:
+        return report_failure(str(exc), EXIT_USAGE)
+    except OSError as exc:  # e.g. the metrics port is taken
+        return report_failure(f"cannot start: {exc}", EXIT_FAILED)
+    except StartupError as exc:
+        return report_failure(str(exc), EXIT_FAILED)
+    except KeyboardInterrupt:
+        pass
+    return 0

@@ -36,13 +36,16 @@ _listener: QueueListener | None = None
 
 
 def configure(
-    log_dir: str | Path | None, *, level: int = logging.INFO, console: bool = True
+    log_dir: str | Path | None, *, level: int = logging.INFO, console: bool = True,
+    prefix: str | None = None,
 ) -> None:
-    """Route ``banditd.*`` records to one file per runbook log (and the console)."""
+    """Route ``banditd.*`` records to one file per runbook log (and the console);
+    ``prefix`` (a worker's name) starts every message, when several processes write."""
     global _listener
     shutdown()
     logging.getLogger(_ROOT).setLevel(level)
-    formatter = logging.Formatter(_FORMAT)
+    formatter = logging.Formatter(
+        _FORMAT if prefix is None else _FORMAT.replace("%(message)s", f"[{prefix}] %(message)s"))
     handlers: list[logging.Handler] = []
     if console:
         stream = logging.StreamHandler(sys.stderr)

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 
 import click
-from banditd.server import __version__
-from banditd.server.app import BanditServer, ServeConfig, StartupError, serve
-from banditd.server.calls import reward_command, select_command
-from banditd.server.database import DatabaseConfigError, DatabaseUnreachable
-from banditd.server.demo_experiment import DEMO_ID
-from banditd.server.migrate import SchemaMismatchError
-from banditd.server.quickstart import banner
 
-EXIT_FAILED, EXIT_USAGE, EXIT_DATABASE = 1, 2, 5
+from banditd.server import __version__
+from banditd.server.app import BanditServer, ServeConfig, run_until_stopped
+from banditd.server.calls import reward_command, select_command
+from banditd.server.demo_experiment import DEMO_ID
+from banditd.server.quickstart import banner
 
 
 @click.group(context_settings={"show_default": True})
@@ -58,35 +54,31 @@ def _option(flag: str, env: str, *names: str, **kwargs):
          help="Apply pending migrations at start (always done for the embedded default).")
 @_option("--create-demo", "BANDITD_CREATE_DEMO", is_flag=True,
          help="Create and start a 'demo' experiment when none exists.")
-def serve_command(metrics_port: int, **options) -> None:
+@_option("--workers", "BANDITD_WORKERS", default="1",
+         help="Worker processes serving the one address ('auto': the usable cores, "
+              "the CPU limit in a container).")
+def serve_command(metrics_port: int, workers: str, **options) -> None:
     """Serve Select and Reward over gRPC until SIGTERM/SIGINT.
 
-    Exit codes: 0 stopped cleanly, 1 failed to start (e.g. the port is taken),
-    2 bad usage or configuration, 5 database unreachable or not migrated."""
+    Exit codes: 0 stopped cleanly, 1 failed to start (e.g. the port is taken) or
+    workers kept dying, 2 bad usage or configuration, 5 database unreachable or not
+    migrated."""
     from banditd.server import logs
+    from banditd.server.workers import Supervisor, parse_workers
 
+    try:
+        count = parse_workers(workers)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--workers") from None
+    if count > 1 and options["port"] == 0:
+        raise click.BadParameter("--workers > 1 needs a fixed --port (every worker binds it)",
+                                 param_hint="--port")
     logs.configure(options["log_dir"])
     config = ServeConfig(metrics_port=metrics_port or None, **options)
-    try:
-        asyncio.run(serve(config, on_started=_print_how_to_call if config.create_demo else None))
-    except (SchemaMismatchError, DatabaseUnreachable) as exc:
-        _fail(str(exc), EXIT_DATABASE)
-    except DatabaseConfigError as exc:
-        _fail(str(exc), EXIT_USAGE)
-    except OSError as exc:  # e.g. the metrics port is taken
-        _fail(f"cannot start: {exc}", EXIT_FAILED)
-    except StartupError as exc:
-        _fail(str(exc), EXIT_FAILED)
-    except KeyboardInterrupt:
-        pass
-
-
-def _fail(message: str, code: int) -> None:
-    from banditd.server import logs
-
-    logs.shutdown()
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
+    on_started = _print_how_to_call if config.create_demo else None
+    if count == 1:
+        sys.exit(run_until_stopped(config, on_started=on_started))
+    sys.exit(Supervisor(config, count).run())
 
 
 async def _print_how_to_call(server: BanditServer) -> None:

@@ -29,6 +29,7 @@ single server.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import math
@@ -39,7 +40,25 @@ import time
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 
-from banditd.server.app import EXIT_FAILED, ServeConfig, run_until_stopped
+import click
+
+from banditd.server.app import (
+    EXIT_DATABASE,
+    EXIT_FAILED,
+    EXIT_USAGE,
+    ServeConfig,
+    report_failure,
+    run_until_stopped,
+)
+from banditd.server.database import (
+    DatabaseConfigError,
+    DatabaseUnreachable,
+    resolve_database_url,
+    wait_for_pool,
+)
+from banditd.server.demo_experiment import DEMO_ID, ensure_demo
+from banditd.server.migrate import SchemaMismatchError, check_schema, migrate
+from banditd.server.quickstart import banner
 from banditd.server.worker_metrics import serve_merged_metrics
 
 log = logging.getLogger("banditd.app")
@@ -73,16 +92,46 @@ def parse_workers(value: str) -> int:
     return count
 
 
+async def prepare_database(config: ServeConfig) -> ServeConfig:
+    """Once, before any worker: resolve the database (starting the embedded one),
+    migrate and create the demo as asked; the workers' config names the database by
+    URL and does neither, so N workers never race to create the same thing."""
+    url = resolve_database_url(config.database_url, config.data_dir, create=True)
+    pool = await wait_for_pool(url, wait_seconds=config.database_wait, log=log, max_size=1)
+    try:
+        async with pool.acquire() as conn:
+            if config.migrate or not config.database_url:
+                await migrate(conn)
+            await check_schema(conn)
+            if config.create_demo and await ensure_demo(conn):
+                log.info("created and started the demo experiment")
+    finally:
+        await pool.close()
+    return dataclasses.replace(config, database_url=url, migrate=False, create_demo=False)
+
+
 def _worker_main(config: ServeConfig, index: int, conn: Connection) -> None:
     """A worker: one server whose metrics are on a private port, reported when serving."""
     from banditd.server import logs
 
-    logs.configure(config.log_dir, worker=index)
+    _die_with_parent()
+    logs.configure(config.log_dir, prefix=f"worker {index}")
 
     async def started(server) -> None:
         conn.send(("serving", server.metrics_port))
 
     raise SystemExit(run_until_stopped(config, on_started=started))
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGTERM this worker when the supervisor dies (``prctl(2)``,
+    PR_SET_PDEATHSIG), so a supervisor killed outright leaves no orphan serving."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() == 1:  # the supervisor died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 @dataclasses.dataclass(slots=True)
@@ -104,8 +153,9 @@ class Supervisor:
         self.restart_limit = restart_limit
         self.restart_window = restart_window
         self._context = multiprocessing.get_context("spawn")
-        self._worker_config = dataclasses.replace(config, metrics_host="127.0.0.1",
-                                                  metrics_port=0)
+        self._worker_config = dataclasses.replace(
+            config, metrics_host="127.0.0.1",
+            metrics_port=None if config.metrics_port is None else 0)
         self._workers: dict[int, _Worker] = {}
         self._restart_at: dict[int, float] = {}
         self._deaths: list[float] = []
@@ -117,6 +167,12 @@ class Supervisor:
         """Supervise until stopped; the exit code for ``banditd serve``."""
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._stop)
+        try:
+            self._worker_config = asyncio.run(prepare_database(self._worker_config))
+        except (SchemaMismatchError, DatabaseUnreachable) as exc:
+            return report_failure(str(exc), EXIT_DATABASE)
+        except DatabaseConfigError as exc:
+            return report_failure(str(exc), EXIT_USAGE)
         for index in range(self.count):
             self._start(index)
         metrics = None
@@ -128,7 +184,7 @@ class Supervisor:
                 if metrics is None and self._ever_served and self.config.metrics_port:
                     metrics = serve_merged_metrics(
                         self.config.metrics_host, self.config.metrics_port,
-                        lambda: [w.metrics_port for w in self._workers.values()
+                        lambda: [(w.index, w.metrics_port) for w in self._workers.values()
                                  if w.serving and w.metrics_port])
             return self._stop_all()
         finally:
@@ -151,7 +207,7 @@ class Supervisor:
 
     def _step(self) -> int | None:
         """Wait for a message, a death or a restart that is due; an exit code ends it."""
-        due = [t for t in self._restart_at.values()]
+        due = list(self._restart_at.values())
         timeout = max(0.0, min(due) - time.monotonic()) if due else 0.5
         handles = [w.conn for w in self._workers.values()]
         handles += [w.process.sentinel for w in self._workers.values()]
@@ -181,6 +237,9 @@ class Supervisor:
             self._backoff.pop(worker.index, None)
             if not self._ever_served:
                 self._ever_served = True
+                if self.config.create_demo:
+                    click.echo(banner(f"{self.config.host}:{self.config.port}", DEMO_ID),
+                               err=True)
             if all(w.serving for w in self._workers.values()) and not self._restart_at:
                 log.info("%d workers serving on %s:%d", len(self._workers),
                          self.config.host, self.config.port)
@@ -191,7 +250,7 @@ class Supervisor:
         code = worker.process.exitcode
         if not self._ever_served:
             log.error("worker %d failed to start (exit code %s); stopping", worker.index, code)
-            return code if code else EXIT_FAILED
+            return code if code and code > 0 else EXIT_FAILED
         now = time.monotonic()
         self._deaths = [t for t in self._deaths if now - t < self.restart_window] + [now]
         if len(self._deaths) > self.restart_limit:
