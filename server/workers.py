@@ -173,19 +173,22 @@ class Supervisor:
             return report_failure(str(exc), EXIT_DATABASE)
         except DatabaseConfigError as exc:
             return report_failure(str(exc), EXIT_USAGE)
+        metrics = None
+        if self.config.metrics_port:
+            try:
+                metrics = serve_merged_metrics(
+                    self.config.metrics_host, self.config.metrics_port,
+                    lambda: [(w.index, w.metrics_port) for w in self._workers.values()
+                             if w.serving and w.metrics_port])
+            except OSError as exc:  # the metrics port is taken
+                return report_failure(f"cannot start: {exc}", EXIT_FAILED)
         for index in range(self.count):
             self._start(index)
-        metrics = None
         try:
             while not self._stopping:
                 code = self._step()
                 if code is not None:
                     return code
-                if metrics is None and self._ever_served and self.config.metrics_port:
-                    metrics = serve_merged_metrics(
-                        self.config.metrics_host, self.config.metrics_port,
-                        lambda: [(w.index, w.metrics_port) for w in self._workers.values()
-                                 if w.serving and w.metrics_port])
             return self._stop_all()
         finally:
             if metrics is not None:

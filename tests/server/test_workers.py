@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import time
 import urllib.request
 
@@ -150,3 +151,15 @@ async def test_workers_that_cannot_reach_the_database_stop_the_server(server_pro
     assert proc.proc.wait(60) == 5
     said = proc.stderr_path.read_text()
     assert "error: " in said and "PostgreSQL at" in said and "127.0.0.1:1" in said
+
+
+async def test_a_taken_metrics_port_stops_the_server_before_any_worker(migrated_db_url,
+                                                                       server_process):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = server_process(migrated_db_url, "--workers", "2", "--metrics-port", str(port))
+        assert proc.proc.wait(60) == 1
+    said = proc.stderr_path.read_text()
+    assert "error: cannot start" in said and "worker 0 started" not in said
