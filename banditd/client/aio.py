@@ -18,7 +18,6 @@ import grpc
 
 from banditd.client import messages
 from banditd.client.messages import RewardOutcome, Selection
-from banditd.v1 import decision_pb2 as pb
 from banditd.v1 import decision_pb2_grpc
 
 
@@ -33,10 +32,7 @@ class AsyncClient:
         credentials: grpc.ChannelCredentials | None = None,
         options: Iterable[tuple[str, object]] = (),
     ) -> None:
-        opts = messages.channel_options(attempts, options)
-        self._channel = (grpc.aio.secure_channel(target, credentials, options=opts)
-                         if credentials is not None
-                         else grpc.aio.insecure_channel(target, options=opts))
+        self._channel = messages.open_channel(grpc.aio, target, attempts, credentials, options)
         self._stub = decision_pb2_grpc.DecisionServiceStub(self._channel)
 
     async def select(
@@ -59,11 +55,8 @@ class AsyncClient:
         candidates: Iterable[str] | None = None,
         deadline: float = messages.SELECT_DEADLINE,
     ) -> list[Selection]:
-        arms = list(candidates or ())
-        request = pb.SelectBatchRequest(requests=[
-            messages.select_request(experiment_id, user, arms) for user in user_ids])
-        response = await self._stub.SelectBatch(request, timeout=deadline)
-        return [messages.selection(r) for r in response.responses]
+        request = messages.select_batch_request(experiment_id, user_ids, candidates)
+        return messages.selections(await self._stub.SelectBatch(request, timeout=deadline))
 
     async def reward(
         self,

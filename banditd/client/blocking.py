@@ -21,7 +21,6 @@ import grpc
 
 from banditd.client import messages
 from banditd.client.messages import RewardOutcome, Selection
-from banditd.v1 import decision_pb2 as pb
 from banditd.v1 import decision_pb2_grpc
 
 
@@ -41,10 +40,7 @@ class Client:
         credentials: grpc.ChannelCredentials | None = None,
         options: Iterable[tuple[str, object]] = (),
     ) -> None:
-        opts = messages.channel_options(attempts, options)
-        self._channel = (grpc.secure_channel(target, credentials, options=opts)
-                         if credentials is not None
-                         else grpc.insecure_channel(target, options=opts))
+        self._channel = messages.open_channel(grpc, target, attempts, credentials, options)
         self._stub = decision_pb2_grpc.DecisionServiceStub(self._channel)
 
     def select(
@@ -69,11 +65,8 @@ class Client:
         deadline: float = messages.SELECT_DEADLINE,
     ) -> list[Selection]:
         """One decision per user, in order, in one call."""
-        arms = list(candidates or ())
-        request = pb.SelectBatchRequest(requests=[
-            messages.select_request(experiment_id, user, arms) for user in user_ids])
-        response = self._stub.SelectBatch(request, timeout=deadline)
-        return [messages.selection(r) for r in response.responses]
+        request = messages.select_batch_request(experiment_id, user_ids, candidates)
+        return messages.selections(self._stub.SelectBatch(request, timeout=deadline))
 
     def reward(
         self,

@@ -49,6 +49,15 @@ def channel_options(attempts: int, extra: Iterable[tuple[str, object]] = ()) -> 
             *extra]
 
 
+def open_channel(api, target: str, attempts: int, credentials, options):
+    """A channel of ``api`` (``grpc`` or ``grpc.aio``, whose channel constructors take
+    the same arguments) with :func:`channel_options`; TLS when ``credentials`` is given."""
+    opts = channel_options(attempts, options)
+    if credentials is not None:
+        return api.secure_channel(target, credentials, options=opts)
+    return api.insecure_channel(target, options=opts)
+
+
 @dataclass(frozen=True, slots=True)
 class Selection:
     """One decision: the arm, the id to reward it by, and how it was chosen."""
@@ -77,6 +86,17 @@ def selection(response: pb.SelectResponse) -> Selection:
     return Selection(decision_id=response.decision_id, arm=response.arm,
                      policy=response.policy, propensity=response.propensity,
                      served_by=pb.ServedBy.Name(response.served_by))
+
+
+def select_batch_request(experiment_id: str, user_ids: Iterable[str],
+                         candidates: Iterable[str] | None = None) -> pb.SelectBatchRequest:
+    arms = list(candidates or ())
+    return pb.SelectBatchRequest(requests=[
+        select_request(experiment_id, user, arms) for user in user_ids])
+
+
+def selections(response: pb.SelectBatchResponse) -> list[Selection]:
+    return [selection(r) for r in response.responses]
 
 
 def reward_request(decision_id: str, value: float,
