@@ -81,6 +81,17 @@ class ServeConfig:
     create_demo: bool = False
 
 
+async def prepare_schema(conn, config: ServeConfig) -> int:
+    """Migrate when asked (always for the embedded default), check the schema and create
+    the demo when asked; the schema version."""
+    if config.migrate or not config.database_url:
+        await migrate(conn)
+    version = await check_schema(conn)
+    if config.create_demo and await ensure_demo(conn):
+        log.info("created and started the demo experiment")
+    return version
+
+
 class BanditServer:
     """One banditd replica."""
 
@@ -108,18 +119,13 @@ class BanditServer:
         left alive out of the cyclic GC's reach (``_freeze_startup_objects``: for a
         process that serves, not for one that starts many servers, like the tests)."""
         config = self.config
-        embedded = not config.database_url
         url = resolve_database_url(config.database_url, config.data_dir, create=True)
         self.pool = await wait_for_pool(
             url, wait_seconds=config.database_wait, log=log, min_size=2, max_size=8,
             on_first_failure=self._answer_health_while_waiting,
         )
         async with self.pool.acquire() as conn:
-            if config.migrate or embedded:
-                await migrate(conn)
-            version = await check_schema(conn)
-            if config.create_demo and await ensure_demo(conn):
-                log.info("created and started the demo experiment")
+            version = await prepare_schema(conn, config)
             keys = {r["key_id"]: bytes(r["secret"]) for r in await conn.fetch(
                 "SELECT key_id, secret FROM signing_keys")}
         if not keys:

@@ -47,6 +47,7 @@ from banditd.server.app import (
     EXIT_FAILED,
     EXIT_USAGE,
     ServeConfig,
+    prepare_schema,
     report_failure,
     run_until_stopped,
 )
@@ -56,8 +57,8 @@ from banditd.server.database import (
     resolve_database_url,
     wait_for_pool,
 )
-from banditd.server.demo_experiment import DEMO_ID, ensure_demo
-from banditd.server.migrate import SchemaMismatchError, check_schema, migrate
+from banditd.server.demo_experiment import DEMO_ID
+from banditd.server.migrate import SchemaMismatchError
 from banditd.server.quickstart import banner
 from banditd.server.worker_metrics import serve_merged_metrics
 
@@ -100,11 +101,7 @@ async def prepare_database(config: ServeConfig) -> ServeConfig:
     pool = await wait_for_pool(url, wait_seconds=config.database_wait, log=log, max_size=1)
     try:
         async with pool.acquire() as conn:
-            if config.migrate or not config.database_url:
-                await migrate(conn)
-            await check_schema(conn)
-            if config.create_demo and await ensure_demo(conn):
-                log.info("created and started the demo experiment")
+            await prepare_schema(conn, config)
     finally:
         await pool.close()
     return dataclasses.replace(config, database_url=url, migrate=False, create_demo=False)
