@@ -42,6 +42,7 @@ from banditd.server.heartbeat import Heartbeat
 from banditd.server.metrics import METRICS
 from banditd.server.migrate import SchemaMismatchError, check_schema, migrate
 from banditd.server.propensity import PropensityRefresher
+from banditd.server.redis_fanout import RedisFanout, deployment_channel
 from banditd.server.registry import Registry
 from banditd.server.replica_sync import ReplicaSync
 from banditd.server.reward_commit import RewardCommitter
@@ -76,6 +77,7 @@ class ServeConfig:
     migrate: bool = False
     default_reward_interval: float = 5.0
     sync_interval: float = 1.0
+    redis_url: str | None = None
     decision_buffer: int = 200_000
     seed: int | None = None
     create_demo: bool = False
@@ -109,6 +111,7 @@ class BanditServer:
         self.registry: Registry | None = None
         self.decision_log: DecisionLog | None = None
         self.committer: RewardCommitter | None = None
+        self.fanout: RedisFanout | None = None
         self.feed: ChangeFeed | None = None
         self.servicer: DecisionServicer | None = None
         self.heartbeat: Heartbeat | None = None
@@ -138,7 +141,12 @@ class BanditServer:
             codec.signer(int.from_bytes(os.urandom(4), "big")),
             self.decision_log.rows,
         )
-        self.committer = RewardCommitter(self.pool, registry)
+        self.fanout = (
+            RedisFanout(config.redis_url, registry, deployment_channel(keys))
+            if config.redis_url else None
+        )
+        self.committer = RewardCommitter(
+            self.pool, registry, publish=self.fanout.publish if self.fanout else None)
         self.registry = registry
         self.feed = ChangeFeed(url, self.pool, registry, poll_interval=config.sync_interval)
         self.servicer = DecisionServicer(registry, codec, self.decision_log, self.committer)
@@ -171,6 +179,8 @@ class BanditServer:
                 name="replica-sync",
             ),
         ]
+        if self.fanout is not None:
+            self._tasks.append(asyncio.create_task(self.fanout.run(), name="redis-fanout"))
         self.heartbeat = Heartbeat(self.pool, self.server_id, f"{config.host}:{self.port}")
         self._tasks.append(
             asyncio.create_task(self.heartbeat.run(lambda: len(registry)), name="heartbeat")

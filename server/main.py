@@ -50,6 +50,10 @@ def _option(flag: str, env: str, *names: str, **kwargs):
          type=click.FloatRange(0.05, 3600),
          help="Seconds between polls of the other servers' committed statistics and of "
               "experiment changes (the safety net under LISTEN/NOTIFY).")
+@_option("--redis-url", "BANDITD_REDIS_URL", default=None,
+         help="Redis (redis://host:6379/0) through which the servers of one deployment "
+              "hand each other committed statistics within milliseconds; optional, the "
+              "PostgreSQL poll is the fallback.")
 @_option("--migrate/--no-migrate", "BANDITD_MIGRATE", default=False,
          help="Apply pending migrations at start (always done for the embedded default).")
 @_option("--create-demo", "BANDITD_CREATE_DEMO", is_flag=True,
@@ -70,6 +74,13 @@ def serve_command(metrics_port: int, workers: str, **options) -> None:
         count = parse_workers(workers)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--workers") from None
+    if options["redis_url"]:
+        from banditd.server.redis_fanout import check_redis_url
+
+        try:
+            check_redis_url(options["redis_url"])
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--redis-url") from None
     if count > 1 and options["port"] == 0:
         raise click.BadParameter("--workers > 1 needs a fixed --port (every worker binds it)",
                                  param_hint="--port")

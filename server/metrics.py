@@ -174,15 +174,39 @@ class Metrics:
         self.replica_sync_lag = Histogram(
             "banditd_replica_sync_lag_seconds",
             "Time from another server's reward commit to its adoption here (from the "
-            "commit's arm_stats.updated_at).",
-            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0),
+            "commit's transaction time), by the path that delivered it (redis, postgres).",
+            ("path",),
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 1.5,
+                     2.0, 3.0, 5.0, 10.0, 30.0),
             registry=r,
+        )
+        self._redis_exposed = False
+        self.redis_up = Gauge(
+            "banditd_redis_up",
+            "1 while this server publishes and receives committed statistics through "
+            "Redis, 0 while Redis is unreachable (the PostgreSQL poll carries them).",
+            registry=None,
+        )
+        self.redis_messages = Counter(
+            "banditd_redis_messages_total",
+            "Committed-statistics messages through Redis: published, received from other "
+            "servers, or dropped (not published: Redis unreachable).",
+            ("direction",),
+            registry=None,
         )
         self.sync_lag = Gauge(
             "banditd_experiment_sync_lag_seconds",
             "Seconds since the experiment registry last synchronised with PostgreSQL.",
             registry=r,
         )
+
+    def expose_redis(self) -> None:
+        """Export the Redis series, once a server is configured with Redis: without it a
+        ``banditd_redis_up 0`` would read as an outage."""
+        if not self._redis_exposed:
+            self.registry.register(self.redis_up)
+            self.registry.register(self.redis_messages)
+            self._redis_exposed = True
 
 
 METRICS = Metrics()

@@ -1,14 +1,12 @@
-"""Replicas converge: each server merges the rewards other replicas committed.
+"""Replicas converge through PostgreSQL: each server polls the rows others committed.
 
-Every replica commits its rewards into ``arm_stats`` (and applies its own to
-memory after the commit). This task reads the rows updated since its last poll
-— with an overlap, because a row's ``updated_at`` is its transaction's time, not
-its commit time — and adopts a row when the database counts more rewards for
-that (experiment, policy, arm) than memory does. ``pulls`` only ever grows by
-one per committed reward, so it orders the two views: memory never moves
-backwards, a row that memory is already ahead of (a local commit newer than
-the snapshot) is left alone, and the next poll catches up. A full resync runs
-every ``full_every`` seconds as a safety net.
+Every replica commits its rewards into ``arm_stats``. This task reads the rows updated
+since its last poll — with an overlap, because a row's ``updated_at`` is its
+transaction's time, not its commit time — and adopts each as a cell
+(``banditd.server.arm_cells``: taken only when it counts more rewards than memory, so a
+row memory is already ahead of is left alone). A full resync runs every ``full_every``
+seconds as a safety net. With Redis (``banditd.server.redis_fanout``) cells arrive
+within milliseconds; this poll still runs, and carries everything while Redis is away.
 
 ``banditd_replica_sync_lag_seconds`` observes, per adopted cell, the time from the
 commit that wrote it (``arm_stats.updated_at``, the transaction's start: an upper bound
@@ -21,11 +19,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import defaultdict
 from datetime import timedelta
 
-import numpy as np
-
+from banditd.server.arm_cells import adopt_cells
 from banditd.server.metrics import METRICS
 from banditd.server.registry import Registry
 
@@ -69,32 +65,5 @@ class ReplicaSync:
                 since,
             )
         self._watermark = polled_at
-        by_policy: dict[tuple[int, str], list] = defaultdict(list)
-        for row in rows:
-            by_policy[(row[0], row[1])].append(row)
-        changed = 0
-        for (key, policy_name), cells in by_policy.items():
-            changed += self._adopt(key, policy_name, cells)
-        return changed
-
-    def _adopt(self, key: int, policy_name: str, cells) -> int:
-        runtime = self._registry.by_key(key)
-        if runtime is None:
-            return 0
-        policy = next((p for p in runtime.policies if p.name == policy_name), None)
-        if policy is None:
-            return 0
-        changed = 0
-        for _key, _policy, arm, pulls, reward_sum, age in cells:
-            index = runtime.arm_index.get(arm)
-            if index is not None and pulls > policy.pulls[index]:
-                policy.pulls[index] = pulls
-                policy.reward_sum[index] = reward_sum
-                METRICS.replica_sync_lag.observe(float(age))
-                changed += 1
-        if changed:
-            # The statistics were written in place; an empty merge bumps the kernel's
-            # version so cached propensities are recomputed.
-            zeros = np.zeros(len(runtime.arms))
-            policy.kernel.merge(zeros, zeros)
-        return changed
+        lag = METRICS.replica_sync_lag.labels("postgres")
+        return adopt_cells(self._registry, rows, lambda row: lag.observe(float(row[5])))

@@ -19,8 +19,11 @@ a row, which cost PostgreSQL 51-57 us of CPU per reward against 30-44 us now
 2. adds the rewards of step 1 that were applied and belong to learning decisions
    (served by a policy under test) into ``arm_stats``, in a fixed key order so
    concurrent committers never deadlock;
-3. commits. Only then are the futures resolved and the in-memory statistics
-   updated, so memory never holds a reward the database does not.
+3. commits, answering with the ``arm_stats`` rows it wrote. Memory adopts those rows
+   (``banditd.server.arm_cells``: the absolute committed values, never a delta added
+   twice), then the futures are resolved, so memory never holds a reward the
+   database does not; with Redis the same rows go to every other server
+   (``publish``).
 
 The statement answers with the ids that were *not* applied (NULL when all were, the
 common case: one value to decode per group). Only when some were duplicates does a
@@ -43,13 +46,16 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import json
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from operator import attrgetter
 
+from banditd.server.arm_cells import adopt_cells
 from banditd.server.metrics import METRICS
 from banditd.server.registry import LEARNING_SERVED_BY, POLICY_BY_CODE, SERVED_BY_NAMES, Registry
 
@@ -110,13 +116,15 @@ class RewardCommitter:
         commit_gap: float = 0.001,
         commit_siblings: int = 5,
         full_group: int = 64,
+        publish: Callable[[str, float], None] | None = None,
     ) -> None:
         self._pool = pool
         self._registry = registry
         self._queue: list[PendingReward] = []
         self._ready = asyncio.Event()
         self._committers = committers
-        self._last_policy_log: dict[tuple[int, int], float] = {}
+        self._publish = publish
+        self._last_policy_log: dict[tuple[int, str], float] = {}
         self._reward_children: dict[tuple[RewardOutcome, str], object] = {}
         self._last_batch = 0
         self.commit_delay = commit_delay  # seconds a group may wait to fill under load,
@@ -207,7 +215,8 @@ class RewardCommitter:
         firsts.sort(key=_DECISION_ID)  # one insertion order for every replica's committers
         started = time.perf_counter()
         try:
-            not_applied = await conn.fetchval(_COMMIT_SQL, _rows(firsts))
+            not_applied, cells_json, committed_at = await conn.fetchrow(
+                _COMMIT_SQL, _rows(firsts))
             existing = (
                 dict(await conn.fetch(
                     "SELECT decision_id, source FROM rewards WHERE decision_id = ANY($1)",
@@ -222,16 +231,21 @@ class RewardCommitter:
             return False
         METRICS.commit_seconds.observe(time.perf_counter() - started)
         METRICS.commit_batch.observe(len(batch))
+        if cells_json is not None:
+            cells = json.loads(cells_json)
+            adopt_cells(self._registry, cells)
         if not_applied or repeats:
             self._resolve_mixed(firsts, repeats, set(not_applied or ()), existing)
-            return True
-        # The common case: every reward was new and is applied.
-        self._apply_in_memory(firsts)
-        for reward in firsts:
-            if not reward.future.done():
-                reward.future.set_result(RewardOutcome.APPLIED)
-        for source, n in Counter(reward.source for reward in firsts).items():
-            self._count(RewardOutcome.APPLIED, source, n)
+        else:  # the common case: every reward was new and is applied
+            for reward in firsts:
+                if not reward.future.done():
+                    reward.future.set_result(RewardOutcome.APPLIED)
+            for source, n in Counter(reward.source for reward in firsts).items():
+                self._count(RewardOutcome.APPLIED, source, n)
+        if cells_json is not None:
+            self._log_policies(cells)
+            if self._publish is not None:
+                self._publish(cells_json, committed_at)
         return True
 
     def _resolve_mixed(self, firsts: list[PendingReward], repeats: list[PendingReward],
@@ -239,7 +253,6 @@ class RewardCommitter:
         """Outcomes when some rewards were not applied: a decision rewarded before is a
         DUPLICATE, or WINDOW_CLOSED for a client's reward after the default one; a
         repeat of a decision within the group is a DUPLICATE of its first."""
-        self._apply_in_memory([r for r in firsts if r.decision_id not in not_applied])
         outcome_of: dict[str, RewardOutcome] = {}
         for reward in firsts:
             if reward.decision_id not in not_applied:
@@ -273,42 +286,24 @@ class RewardCommitter:
             self._reward_children[(outcome, source)] = child
         child.inc(n)
 
-    def _apply_in_memory(self, applied: list[PendingReward]) -> None:
-        """Add the applied learning rewards to their policies' in-memory statistics
-        (looked up now: a runtime rebuilt since the reward arrived gets it)."""
-        policies: dict[tuple[int, int], object] = {}
-        for reward in applied:
-            if reward.served_by not in LEARNING_SERVED_BY:
-                continue
-            key = (reward.experiment_key, reward.policy_code)
-            policy = policies.get(key, _UNKNOWN)
-            if policy is _UNKNOWN:  # the group's first reward of this policy
-                runtime = self._registry.by_key(reward.experiment_key)
-                policy = runtime.policy_by_code.get(reward.policy_code) if runtime else None
-                policies[key] = policy
-                if policy is not None:
-                    policy.kernel.update(reward.arm_index, reward.normalised)
-                    self._log_policy(key, runtime, policy, reward)
-            elif policy is not None:
-                policy.kernel.update(reward.arm_index, reward.normalised)
-
-    def _log_policy(self, key: tuple[int, int], runtime, policy, reward: PendingReward) -> None:
+    def _log_policies(self, cells: list) -> None:
         """One "Policy ... updated" line per (experiment, policy) and interval, with the
-        statistics of the reward's arm."""
+        committed statistics of the first arm of the group."""
         now = time.monotonic()
-        if now - self._last_policy_log.get(key, -_POLICY_LOG_INTERVAL_S) < _POLICY_LOG_INTERVAL_S:
-            return
-        self._last_policy_log[key] = now
-        pulls = policy.pulls[reward.arm_index]
-        app_log.info(
-            "Policy %s updated experiment=%s arm=%s pulls=%.0f mean=%.4f",
-            policy.name, runtime.experiment.id, reward.arm, pulls,
-            policy.reward_sum[reward.arm_index] / pulls if pulls else 0.0,
-        )
+        for key, policy, arm, pulls, reward_sum, _sq in cells:
+            last = self._last_policy_log.get((key, policy), -_POLICY_LOG_INTERVAL_S)
+            if now - last < _POLICY_LOG_INTERVAL_S:
+                continue
+            self._last_policy_log[(key, policy)] = now
+            runtime = self._registry.by_key(key)
+            app_log.info(
+                "Policy %s updated experiment=%s arm=%s pulls=%.0f mean=%.4f",
+                policy, runtime.experiment.id if runtime else key, arm, pulls,
+                reward_sum / pulls if pulls else 0.0,
+            )
 
 
 _DECISION_ID = attrgetter("decision_id")
-_UNKNOWN = object()
 
 
 def _split_repeats(batch: list[PendingReward]) -> tuple[list[PendingReward], list[PendingReward]]:
@@ -346,7 +341,10 @@ def _rows(rewards: list[PendingReward]) -> list[tuple]:
 # (normalised to [0, 1]) added to ``arm_stats`` in key order (one lock order for every
 # committer: no deadlocks). PostgreSQL runs every data-modifying CTE to completion,
 # whether or not the outer query reads it. Returns the ids that were not applied
-# (duplicates), NULL when every one was. $1 is a JSON array of rows (``_rows``) as
+# (duplicates), NULL when every one was; the arm_stats rows as the transaction left
+# them, as JSON text (the cells memory adopts, and the payload Redis carries to the
+# other servers without a re-encoding; float8 is written shortest-exact, so it reads
+# back exactly); and the transaction's time. $1 is a JSON array of rows (``_rows``) as
 # jsonb; times are Unix microseconds (exact in a double until the year 2255); floats
 # are written by ``repr``, kept as exact decimals (jsonb's numeric) and read back
 # exactly.
@@ -381,7 +379,12 @@ learned AS (
         reward_sum = s.reward_sum + EXCLUDED.reward_sum,
         reward_sum_sq = s.reward_sum_sq + EXCLUDED.reward_sum_sq,
         updated_at = now()
+    RETURNING s.experiment_key, s.policy, s.arm, s.pulls, s.reward_sum, s.reward_sum_sq
 )
-SELECT array_agg(i.decision_id) FROM input i
-WHERE NOT EXISTS (SELECT FROM applied a WHERE a.decision_id = i.decision_id)
+SELECT (SELECT array_agg(i.decision_id) FROM input i
+        WHERE NOT EXISTS (SELECT FROM applied a WHERE a.decision_id = i.decision_id)),
+       (SELECT json_agg(json_build_array(experiment_key, policy, arm, pulls, reward_sum,
+                                         reward_sum_sq))
+        FROM learned)::text,
+       extract(epoch FROM now())::float8
 """

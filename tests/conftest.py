@@ -4,7 +4,10 @@ banditd servers (in-process or as subprocesses) on them.
 The tests talk to a real PostgreSQL server: ``BANDITD_TEST_PG_URL`` (default the
 local one, ``postgresql://postgres@127.0.0.1:5432/postgres``). Each database
 fixture creates a fresh ``banditd_test_<random>`` database and drops it
-afterwards, so tests never see each other's data.
+afterwards, so tests never see each other's data. Redis is the local one too
+(``BANDITD_TEST_REDIS_URL``); servers on different test databases have different
+signing keys, hence different channels on it. A test that stops Redis runs its own
+``redis-server`` (``redis_process``).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from banditd.server.experiment_store import change_status, create_experiment
 from banditd.v1 import decision_pb2_grpc
 
 ADMIN_URL = os.environ.get("BANDITD_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("BANDITD_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 async def create_database() -> str:
@@ -197,6 +201,44 @@ def server_process(tmp_path):
     for proc in started:
         if proc.proc.poll() is None:
             proc.kill()
+
+
+class RedisProcess:
+    """A ``redis-server`` of the test's own on a free port, to stop and start again."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._dir = tmp_path
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self._dir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(
+                    ("127.0.0.1", self.port), timeout=0.5) as probe:
+                probe.sendall(b"PING\r\n")
+                if probe.recv(16).startswith(b"+PONG"):
+                    return
+            time.sleep(0.05)
+        raise TimeoutError(f"redis-server did not answer on port {self.port}")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def redis_process(tmp_path):
+    redis = RedisProcess(tmp_path)
+    redis.start()
+    yield redis
+    redis.kill()
 
 
 async def wait_for(predicate, timeout: float = 5.0, interval: float = 0.02):

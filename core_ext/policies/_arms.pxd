@@ -1,6 +1,6 @@
 # cython: language_level=3
 """Shared state of every policy kernel: the caller's per-arm statistics, the random
-source, candidate validation, O(1) update and replica merge.
+source, candidate validation, O(1) update and adoption of committed statistics.
 
 Subclasses (one kernel family per module) add only ``select`` and their parameters.
 """
@@ -19,7 +19,7 @@ cdef class PolicyBase:
     cdef readonly Rng rng              # the random source of ``select`` (event-loop thread only)
     cdef bitgen_t* bitgen              # == rng.bitgen, cached to skip one indirection per call
     cdef readonly Py_ssize_t n_arms    # K >= 1
-    cdef readonly int64_t version      # bumped by every update / merge; caches key on it
+    cdef readonly int64_t version      # bumped by every update / adoption; caches key on it
     cdef uint64_t[::1] _stamp          # per-arm mark of the last validation that saw the arm (lazy)
     cdef uint64_t _stamp_gen           # current mark; a repeat within one call is a duplicate
 

@@ -7,9 +7,9 @@ arrays are float64, C-contiguous, length K, and owned by the caller (the server'
 store). Kernels hold typed memoryviews onto them, so an ``update`` here is visible to
 the caller at once and vice versa.
 
-Invariants every entry point keeps (checked on construction, on update and on merge):
+Invariants every entry point keeps (checked on construction, on update and on adoption):
 n_a and s_a are finite, ``0 <= s_a <= n_a + tol(n_a)`` with
-``tol(n) = 1e-9 * max(1, n)`` (room for float rounding in a replica's deltas; kernels
+``tol(n) = 1e-9 * max(1, n)`` (room for float rounding in committed sums; kernels
 clamp ``n_a - s_a`` at 0). A bad input raises ``ValueError`` before anything is written.
 """
 
@@ -152,28 +152,38 @@ cdef class PolicyBase:
         self.reward_sum[a] += reward
         self.version += 1
 
-    def merge(self, delta_pulls, delta_reward_sum):
-        """Add another replica's deltas (length-K arrays) to the statistics.
+    def adopt(self, arm, double pulls, double reward_sum):
+        """Take one arm's committed statistics ``(pulls, reward_sum)`` if they count more
+        rewards than memory does; True when they were taken. O(1).
 
-        Deltas must be finite with ``0 <= delta_reward_sum <= delta_pulls`` (up to
-        float rounding); all-or-nothing: a bad delta raises ValueError and changes
-        nothing.
+        Every committed reward adds exactly one to ``pulls``, so of two snapshots of
+        one arm the one with more pulls holds every reward the other holds: keeping the
+        maximum by ``pulls`` is idempotent, commutative and associative (a
+        join-semilattice, as in state-based CRDTs: Shapiro et al. 2011), so snapshots
+        from any replica, repeated, lost or out of order, never double-count and never
+        move memory backwards. A bad arm or snapshot raises ValueError, state untouched.
         """
-        dp = np.asarray(delta_pulls, dtype=np.float64)
-        ds = np.asarray(delta_reward_sum, dtype=np.float64)
-        if dp.shape != (self.n_arms,) or ds.shape != (self.n_arms,):
-            raise ValueError(
-                f"merge deltas must both have shape ({self.n_arms},), "
-                f"got {dp.shape} and {ds.shape}"
-            )
-        _check_stats(dp, ds, "merge deltas")
-        cdef const double[::1] dpv = np.ascontiguousarray(dp)
-        cdef const double[::1] dsv = np.ascontiguousarray(ds)
         cdef Py_ssize_t a
-        for a in range(self.n_arms):
-            self.pulls[a] += dpv[a]
-            self.reward_sum[a] += dsv[a]
+        try:
+            a = arm
+        except OverflowError:
+            a = -1
+        if a < 0 or a >= self.n_arms:
+            raise ValueError(
+                f"arm index {arm} is out of range: this policy has K={self.n_arms} arms"
+            )
+        if not (isfinite(pulls) and isfinite(reward_sum) and pulls >= 0.0 and reward_sum >= 0.0
+                and reward_sum <= pulls + _SUM_TOL * max(1.0, pulls)):
+            raise ValueError(
+                f"arm {a}: committed statistics must be finite with 0 <= reward_sum <= pulls,"
+                f" got pulls={pulls!r}, reward_sum={reward_sum!r}"
+            )
+        if pulls <= self.pulls[a]:
+            return False
+        self.pulls[a] = pulls
+        self.reward_sum[a] = reward_sum
         self.version += 1
+        return True
 
     def __repr__(self):
         return f"<{type(self).__name__} K={self.n_arms} version={self.version}>"

@@ -185,10 +185,12 @@ async def test_database_down_for_a_reward_answers_unavailable_and_loses_nothing(
 
 
 def _lag_samples() -> tuple[float, float]:
-    """(count, sum) of ``banditd_replica_sync_lag_seconds`` so far."""
-    registry = METRICS.registry
-    return (registry.get_sample_value("banditd_replica_sync_lag_seconds_count") or 0.0,
-            registry.get_sample_value("banditd_replica_sync_lag_seconds_sum") or 0.0)
+    """(count, sum) of ``banditd_replica_sync_lag_seconds{path="postgres"}`` so far."""
+    def sample(suffix: str) -> float:
+        return METRICS.registry.get_sample_value(
+            f"banditd_replica_sync_lag_seconds_{suffix}", {"path": "postgres"}) or 0.0
+
+    return sample("count"), sample("sum")
 
 
 async def test_replicas_converge_on_each_others_rewards(migrated_db_url, start_server):

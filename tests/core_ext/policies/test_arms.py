@@ -1,5 +1,5 @@
 """Shared kernel behaviour: statistics validation, candidate validation, update and
-merge. Every bad input raises ValueError with an actionable message and leaves the
+adoption. Every bad input raises ValueError with an actionable message and leaves the
 statistics, the version and the random stream untouched."""
 
 from __future__ import annotations
@@ -113,19 +113,23 @@ def test_update_is_visible_in_the_callers_arrays(cls) -> None:
     assert policy.pulls_array is pulls
 
 
-def test_merge_adds_deltas_and_validates_all_or_nothing() -> None:
-    pulls, sums = _arrays()
+def test_adopt_keeps_the_snapshot_with_more_pulls_in_any_order() -> None:
+    pulls, sums = _arrays()  # arm 1 starts at pulls 0
     policy = ThompsonPolicy(pulls, sums, Rng(1))
-    policy.merge(np.array([1.0, 2.0, 0.0, 0.0]), [0.5, 2.0, 0.0, 0.0])
-    assert pulls.tolist() == [4.0, 2.0, 5.0, 2.0]
-    assert sums.tolist() == [1.5, 2.0, 2.5, 2.0]
-    assert policy.version == 1
-    for dp, ds, match in [
-        (np.ones(3), np.zeros(3), "shape"),
-        (np.array([1.0, np.nan, 0, 0]), np.zeros(4), "NaN"),
-        (np.array([1.0, -1.0, 0, 0]), np.zeros(4), ">= 0"),
-        (np.array([1.0, 1.0, 0, 0]), np.array([0.0, 2.0, 0, 0]), "reward_sum"),
+    snapshots = [(3.0, 1.5), (5.0, 2.0), (4.0, 4.0)]
+    taken = [policy.adopt(1, n, s) for n, s in snapshots]
+    # 4 pulls arrive after 5: behind memory, ignored; repeating 5 changes nothing.
+    assert taken == [True, True, False]
+    assert policy.adopt(1, 5.0, 2.0) is False
+    assert (pulls[1], sums[1], policy.version) == (5.0, 2.0, 2)
+    for arm, n, s, match in [
+        (4, 9.0, 1.0, "out of range"),
+        (-1, 9.0, 1.0, "out of range"),
+        (1, float("nan"), 1.0, "finite"),
+        (1, 9.0, float("inf"), "finite"),
+        (1, 9.0, 9.5, "reward_sum <= pulls"),
+        (1, 9.0, -0.5, "reward_sum <= pulls"),
     ]:
         with pytest.raises(ValueError, match=match):
-            policy.merge(dp, ds)
-    assert pulls.tolist() == [4.0, 2.0, 5.0, 2.0] and policy.version == 1
+            policy.adopt(arm, n, s)
+    assert (pulls[1], sums[1], policy.version) == (5.0, 2.0, 2)
