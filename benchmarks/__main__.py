@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 
-STUDIES = ("kernels", "regret", "verdict", "replay", "load")
+STUDIES = ("kernels", "regret", "verdict", "replay", "load", "scale")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -91,6 +91,15 @@ class Target:
             grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) for _ in range(channels)
         ]
 
+    @classmethod
+    def over(cls, addresses: Sequence[str]) -> Target:
+        """One channel to each of ``addresses``: caller ``i`` calls server ``i mod n``."""
+        target = cls(addresses[0], 0)
+        target.address = ",".join(addresses)
+        target.channels = [grpc.aio.insecure_channel(a, options=CHANNEL_OPTIONS)
+                           for a in addresses]
+        return target
+
     def method(self, name: str, index: int = 0):
         return self.channels[index % len(self.channels)].unary_unary(SERVICE + name)
 

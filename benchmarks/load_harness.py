@@ -71,7 +71,7 @@ def stop_embedded(data_dir: Path) -> None:
     shutil.rmtree(data_dir, ignore_errors=True)
 
 
-def _free_port() -> int:
+def free_port() -> int:
     import socket
 
     with socket.socket() as s:
@@ -154,21 +154,24 @@ class Server:
 
 
 def start_banditd(url: str | None, log_dir: Path, *, root: Path = ROOT,
-                  admin_url: str | None = None, data_dir: Path | None = None) -> Server:
+                  admin_url: str | None = None, data_dir: Path | None = None,
+                  extra: tuple[str, ...] = ()) -> Server:
     """``banditd serve`` on ``url`` (else the embedded default under ``data_dir``), run
-    from the checkout ``root`` (``--server-root``: before/after comparisons). Given
-    ``admin_url``, its PostgreSQL backends count in the CPU accounting."""
-    port = _free_port()
+    from the checkout ``root`` (``--server-root``: before/after comparisons), with the
+    ``extra`` flags (a flag given twice: the last one counts). Given ``admin_url``, its
+    PostgreSQL backends count in the CPU accounting."""
+    port = free_port()
     cmd = [sys.executable, "-m", "banditd.server.main", "serve", "--port", str(port),
            "--metrics-port", "0", "--log-dir", str(log_dir), "--grace", "5"]
     cmd += ["--database-url", url] if url else ["--data-dir", str(data_dir)]
+    cmd += extra
     backends = (admin_url, url) if admin_url and url else None
     return Server(f"banditd-{port}", cmd, port, log_dir, cwd=root, backends=backends)
 
 
 def start_floor(log_dir: Path) -> Server:
     """The empty-handler floor server (``benchmarks.load_floor``) on a free port."""
-    port = _free_port()
+    port = free_port()
     cmd = [sys.executable, "-m", "benchmarks.load_floor", "--port", str(port)]
     return Server(f"floor-{port}", cmd, port, log_dir)
 
