@@ -131,10 +131,11 @@ class BanditServer:
             version = await prepare_schema(conn, config)
             keys = {r["key_id"]: bytes(r["secret"]) for r in await conn.fetch(
                 "SELECT key_id, secret FROM signing_keys")}
+            nonce = await conn.fetchval("SELECT nextval('server_nonces')")
         if not keys:
             raise StartupError("no decision-id signing key in the database: "
                                "run `banditctl migrate`")
-        codec = DecisionIdCodec(keys, max(keys), int.from_bytes(os.urandom(4), "big"))
+        codec = DecisionIdCodec(keys, max(keys), nonce)
         self.decision_log = DecisionLog(self.pool, self.server_id, capacity=config.decision_buffer)
         registry = Registry(
             Rng(config.seed),

@@ -11,9 +11,19 @@ user was served (``served_by``) and when — and a MAC, so it cannot be forged:
 BLAKE2b in keyed mode is a PRF designed to be used as a MAC directly (RFC 7693,
 section 2.5; Aumasson et al. 2013), so no HMAC wrapping is needed. The secret
 lives in PostgreSQL (``signing_keys``), shared by every replica; ``key_id`` allows
-rotation. ``server_nonce`` (random per process) and ``counter`` make ids unique
-across replicas and restarts. Only the canonical base64 spelling of an id verifies:
-the ``rewards`` key is the id text, so a second spelling would count twice.
+rotation.
+
+Uniqueness across workers, hosts and restarts. Each process takes its
+``server_nonce`` from the database sequence ``server_nonces`` when it starts, so no
+two processes of a deployment hold the same nonce (until 2^32 process starts), and
+numbers its ids with ``counter`` from a random start; an id repeats only if one
+process signs 2^32 ids within one millisecond. A random 32-bit nonce would not do at
+scale: among n = 1,000 live workers the chance that two share one is about
+n^2 / 2^33 = 1.2e-4 (the birthday bound), and two workers started together with one
+nonce would sign in near lockstep.
+
+Only the canonical base64 spelling of an id verifies: the ``rewards`` key is the id
+text, so a second spelling would count twice.
 """
 
 from __future__ import annotations
