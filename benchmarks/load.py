@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import shutil
 import sys
 import tempfile
@@ -32,6 +31,7 @@ from typing import Any
 from banditd.server.database import create_database, drop_database
 from benchmarks import load_harness, load_phases, load_report
 from benchmarks.load_harness import (
+    ADMIN_URL,
     BENCH_DB_PREFIX,
     POLICIES,
     ROOT,
@@ -44,11 +44,6 @@ from benchmarks.load_harness import (
 )
 from benchmarks.load_phases import BATCH_USERS, ServerPair, Settings
 from benchmarks.load_report import BUDGET_P95_MS, budget_contended
-
-ADMIN_URL = os.environ.get(
-    "BANDITD_BENCH_PG_URL",
-    os.environ.get("BANDITD_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
-)
 
 # Seconds per phase and the closed-loop concurrency sweep, by mode.
 MODES = {

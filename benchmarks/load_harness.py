@@ -30,6 +30,10 @@ import numpy as np
 from benchmarks.load_client import RunResult, merge
 
 ROOT = Path(__file__).resolve().parent.parent
+ADMIN_URL = os.environ.get(
+    "BANDITD_BENCH_PG_URL",
+    os.environ.get("BANDITD_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
+)
 EXPERIMENT_ID = "load"
 BENCH_DB_PREFIX = "banditd_bench"
 POLICIES = ("thompson", "egreedy", "ucb", "control")

@@ -49,6 +49,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from banditd.server.database import create_database, drop_database
 from benchmarks.load_client import Target, closed_loop
 from benchmarks.load_harness import (
+    ADMIN_URL,
     BENCH_DB_PREFIX,
     Server,
     free_port,
@@ -59,7 +60,6 @@ from benchmarks.load_harness import (
 from benchmarks.load_phases import preselect_decisions, reward_requests, select_requests
 from benchmarks.report import print_target, write_report
 
-ADMIN_URL = os.environ.get("BANDITD_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("BANDITD_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 LAG_METRIC = "banditd_replica_sync_lag_seconds"
 CALLERS = 64
