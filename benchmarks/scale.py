@@ -25,6 +25,9 @@
    buckets as PromQL's ``histogram_quantile`` does; the share of adoptions within
    100 ms is exact (a bucket bound). Target with Redis: **p99 ≤ 100 ms**, i.e. at least
    99 % of adoptions within the 0.1 s bucket.
+3. **What the primary pays.** One server at its closed-loop maximum, Select (64
+   callers), then Reward (128): per call, the CPU of every PostgreSQL process and the
+   WAL written — the inputs of ``docs/scaling.md``'s arithmetic (no target).
 """
 
 from __future__ import annotations
@@ -250,6 +253,73 @@ def _growth(before: list[dict[str, np.ndarray]], after: list[dict[str, np.ndarra
     return np.column_stack([bounds, grown])
 
 
+# -- 3. what one PostgreSQL primary pays per decision and per reward -------------------------
+
+
+async def primary_cost_phase(url: str, log_dir: Path, settings: Settings) -> dict[str, Any]:
+    """One server at its closed-loop maximum, Select then Reward: the rate, and per call
+    the PostgreSQL CPU (every process of the local PostgreSQL server: backends, WAL
+    writer, checkpointer) and the WAL it wrote — the figures ``docs/scaling.md`` scales
+    to a dedicated primary."""
+    server = start_banditd(url, log_dir)
+    target = None
+    try:
+        await server.wait_serving()
+        postmaster = await _postmaster_pid(url)
+        target = Target(server.address, 4)
+        await target.ready()
+        reqs = select_requests(20_000)
+        await closed_loop(target, "Select", reqs, concurrency=CALLERS, duration=1.0)
+        select = await _primary_cost(url, postmaster, closed_loop(
+            target, "Select", reqs, concurrency=CALLERS, duration=settings.select_seconds,
+            warmup=0.0))
+        ids = await preselect_decisions(target, int(8000 * settings.reward_seconds) + 2000)
+        await asyncio.sleep(0.5)  # the decision log writes the pre-selected decisions
+        reward = await _primary_cost(url, postmaster, closed_loop(
+            target, "Reward", reward_requests(ids), concurrency=2 * CALLERS,
+            duration=settings.reward_seconds, warmup=0.0, max_calls=len(ids)))
+    finally:
+        if target is not None:
+            await target.close()
+        server.stop()
+    return {"select": select, "reward": reward}
+
+
+async def _postmaster_pid(url: str) -> int:
+    """The local PostgreSQL server's main process: the parent of a backend."""
+    from banditd.server.database import connect
+
+    conn = await connect(url)
+    try:
+        backend = await conn.fetchval("SELECT pg_backend_pid()")
+    finally:
+        await conn.close()
+    with open(f"/proc/{backend}/stat") as fh:
+        return int(fh.read().rsplit(")", 1)[1].split()[1])
+
+
+async def _primary_cost(url: str, postmaster: int, phase) -> dict[str, Any]:
+    from banditd.server.database import connect
+
+    conn = await connect(url)
+    try:
+        await settle()
+        lsn0 = await conn.fetchval("SELECT pg_current_wal_lsn()")
+        cpu0, wall0 = tree_cpu_seconds(postmaster), time.perf_counter()
+        result = await phase
+        await asyncio.sleep(0.3)  # the last decision-log flush (every 0.1 s)
+        wall = time.perf_counter() - wall0
+        cpu = tree_cpu_seconds(postmaster) - cpu0
+        wal = await conn.fetchval("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1)", lsn0)
+    finally:
+        await conn.close()
+    calls = len(result.latencies)
+    return {"calls_per_s": round(calls / result.seconds, 1), "errors": result.errors,
+            "postgres_cpu_cores": round(cpu / wall, 3),
+            "postgres_cpu_us_per_call": round(cpu / calls * 1e6, 1),
+            "wal_bytes_per_call": round(float(wal) / calls, 1)}
+
+
 # -- the run --------------------------------------------------------------------------------
 
 
@@ -259,6 +329,7 @@ async def run(settings: Settings, log_dir: Path) -> dict[str, Any]:
         ("workers", lambda url: workers_phase(url, log_dir, settings)),
         ("convergence_postgres", lambda url: convergence_phase(url, log_dir, settings, None)),
         ("convergence_redis", lambda url: convergence_phase(url, log_dir, settings, REDIS_URL)),
+        ("primary_cost", lambda url: primary_cost_phase(url, log_dir, settings)),
     ):
         url = await create_database(ADMIN_URL, BENCH_DB_PREFIX)
         try:
@@ -306,7 +377,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {path}", flush=True)
     shutil.rmtree(log_dir, ignore_errors=True)
     errors = out["workers"]["workers_1"]["errors"] + out["workers"]["workers_2"]["errors"] + \
-        out["convergence_postgres"]["reward_errors"] + out["convergence_redis"]["reward_errors"]
+        out["convergence_postgres"]["reward_errors"] + out["convergence_redis"]["reward_errors"] \
+        + out["primary_cost"]["select"]["errors"] + out["primary_cost"]["reward"]["errors"]
     if errors:
         return 1
     return 0 if settings.mode == "short" or all(t["ok"] for t in out["targets"]) else 1
