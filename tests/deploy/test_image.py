@@ -43,9 +43,9 @@ def _runtime() -> dockerfile.Stage:
 
 
 def _clean_path_env(venv: Path, home: Path) -> dict[str, str]:
-    """The image's environment stand-in: its interpreter's bin first and nothing else on
-    PATH (python:*-slim has no compiler), this machine's pip settings to reach the
-    package index, and the runtime stage's ENV."""
+    """The base of the image's environment: its interpreter's bin and nothing else on
+    PATH (python:*-slim has no compiler), and this machine's pip settings to reach the
+    package index; :class:`Pod` adds the runtime stage's ENV and the container's env."""
     env = {key: value for key, value in os.environ.items() if key.startswith("PIP_")}
     env.update(PATH=str(venv / "bin"), HOME=str(home), LANG="C.UTF-8")
     return env
