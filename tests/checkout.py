@@ -9,6 +9,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -54,6 +55,15 @@ def copy_checkout(target: Path, *, built: bool) -> Path:
     data.mkdir(parents=True)
     (data / "ml-100k").symlink_to(locate_ml100k().resolve())
     return checkout
+
+
+def build_wheel(source: Path, out: Path) -> Path:
+    """``pip wheel --no-deps`` of the project at ``source`` into ``out``: the one wheel
+    a fresh clone builds (Cython kernels compiled, stubs generated)."""
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out),
+                    str(source)], check=True, capture_output=True, timeout=900)
+    [wheel] = out.glob("*.whl")
+    return wheel
 
 
 def ports_in_use(ports=DEFAULT_PORTS) -> list[int]:

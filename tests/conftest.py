@@ -252,3 +252,34 @@ async def wait_for(predicate, timeout: float = 5.0, interval: float = 0.02):
             return result
         await asyncio.sleep(interval)
     raise AssertionError(f"condition not met within {timeout}s")
+
+
+# -- wheels ---------------------------------------------------------------------------
+# Built once per session from one fresh copy of the checkout: the packaging tests and the
+# container image's tests (tests/deploy) inspect and install the same files, and the
+# Cython build, the slowest step, runs once.
+
+
+@pytest.fixture(scope="session")
+def fresh_checkout(tmp_path_factory) -> Path:
+    """A copy of this working tree as a fresh clone has it (nothing built)."""
+    from tests.checkout import copy_checkout
+
+    return copy_checkout(tmp_path_factory.mktemp("packaging"), built=False)
+
+
+@pytest.fixture(scope="session")
+def server_wheel(fresh_checkout, tmp_path_factory) -> Path:
+    """The banditd wheel built from :func:`fresh_checkout`."""
+    from tests.checkout import build_wheel
+
+    return build_wheel(fresh_checkout, tmp_path_factory.mktemp("server-wheel"))
+
+
+@pytest.fixture(scope="session")
+def client_wheel(fresh_checkout, tmp_path_factory) -> Path:
+    """The banditd-client wheel built from :func:`fresh_checkout`'s clients/python."""
+    from tests.checkout import build_wheel
+
+    return build_wheel(fresh_checkout / "clients" / "python",
+                       tmp_path_factory.mktemp("client-wheel"))

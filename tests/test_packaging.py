@@ -18,26 +18,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.checkout import copy_checkout
 from tests.conftest import make_experiment
 
 pytestmark = pytest.mark.slow
 
 
-def _wheel(source: Path, out: Path) -> Path:
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out),
-                    str(source)], check=True, capture_output=True, timeout=900)
-    [wheel] = out.glob("*.whl")
-    return wheel
-
-
-@pytest.fixture(scope="module")
-def wheels(tmp_path_factory) -> dict[str, Path]:
-    """The server's and the client's wheel, built from one fresh copy of the checkout."""
-    root = tmp_path_factory.mktemp("packaging")
-    checkout = copy_checkout(root, built=False)
-    return {"server": _wheel(checkout, root / "server-wheel"),
-            "client": _wheel(checkout / "clients" / "python", root / "client-wheel")}
+@pytest.fixture
+def wheels(server_wheel, client_wheel) -> dict[str, Path]:
+    """The server's and the client's wheel, built from one fresh copy of the checkout
+    (session fixtures in tests/conftest.py, shared with tests/deploy)."""
+    return {"server": server_wheel, "client": client_wheel}
 
 
 def _files(wheel: Path) -> dict[str, bytes]:
