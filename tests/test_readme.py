@@ -29,6 +29,7 @@ NOT_RUN = {
     "make serve   # fresh machine": "tests/test_fresh_clone.py runs `make serve & make demo` "
     "from a fresh copy; `make test` would run this suite inside itself",
     "# on your hosts, not this machine": "points at a PostgreSQL host that does not exist here",
+    "# on each host of a deployment": "points at a Redis host that does not exist here",
 }
 TRY_IT = try_it(DEFAULT_ADDRESS, "demo", ".venv/bin/activate")
 

@@ -28,7 +28,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from banditd.server.database import connect
 from banditd.v1 import decision_pb2, decision_pb2_grpc
-from tests.conftest import REDIS_URL, free_port, make_experiment
+from tests.conftest import REDIS_URL, free_port, make_experiment, wait_for
 from tests.deploy import dockerfile
 from tests.deploy.manifests import container, container_env, cpu_cores, find, pod_template
 
@@ -196,7 +196,9 @@ async def test_migrate_then_serve_and_schedule_as_the_base_runs_them(image, data
 
         workers = int(server.env["BANDITD_WORKERS"])
         assert workers == cpu_cores(spec["resources"]["limits"]["cpu"]) == 2
-        assert f"{workers} workers serving" in server.output()
+        # Health answers SERVING from the first worker; the supervisor says so once
+        # every worker serves.
+        await wait_for(lambda: f"{workers} workers serving" in server.output(), timeout=60)
         limit = 2 ** 30 * int(spec["resources"]["limits"]["memory"].removesuffix("Gi"))
         assert _memory(server.proc.pid) < limit / 2, "an idle pod already near its memory limit"
 
