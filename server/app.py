@@ -73,6 +73,7 @@ class ServeConfig:
     metrics_port: int | None = 9095
     log_dir: str | None = None
     grace_seconds: float = 10.0
+    max_connection_age: float | None = None
     database_wait: float = 60.0
     migrate: bool = False
     default_reward_interval: float = 5.0
@@ -152,7 +153,7 @@ class BanditServer:
         self.feed = ChangeFeed(url, self.pool, registry, poll_interval=config.sync_interval)
         self.servicer = DecisionServicer(registry, codec, self.decision_log, self.committer)
 
-        self._grpc = grpc.aio.server()
+        self._grpc = grpc.aio.server(options=_connection_options(config))
         add_to_server(self.servicer, self._grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)
         reflection.enable_server_reflection(
@@ -251,6 +252,19 @@ class BanditServer:
     async def _set_health(self, status) -> None:
         await self._health.set("", status)
         await self._health.set(SERVICE_NAME, status)
+
+
+def _connection_options(config: ServeConfig) -> list[tuple[str, int]]:
+    """gRPC server options. With ``max_connection_age`` the server sends GOAWAY to a
+    connection that old (jittered by ±10 % by gRPC core, so clients do not reconnect in
+    step) and lets its calls finish within ``grace_seconds``: a client channel then
+    reconnects and re-resolves its target, which is how a round_robin client behind
+    DNS or a headless Service learns of pods added since, and how reconnections
+    spread over the workers sharing a port."""
+    if config.max_connection_age is None:
+        return []
+    return [("grpc.max_connection_age_ms", int(config.max_connection_age * 1000)),
+            ("grpc.max_connection_age_grace_ms", int(config.grace_seconds * 1000))]
 
 
 def _bind(server: grpc.aio.Server, host: str, port: int) -> int:

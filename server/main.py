@@ -42,6 +42,11 @@ def _option(flag: str, env: str, *names: str, **kwargs):
          help="Directory for app.log, workers.log, api.log.")
 @_option("--grace", "BANDITD_GRACE", "grace_seconds", default=10.0,
          type=click.FloatRange(0, 600), help="Seconds in-flight calls get to finish on SIGTERM.")
+@_option("--max-connection-age", "BANDITD_MAX_CONNECTION_AGE", default=None,
+         type=click.FloatRange(1, 86_400),
+         help="Seconds after which the server asks a client connection to go away (after "
+              "its calls finish), so round_robin clients re-resolve and spread over hosts "
+              "and workers added since; default: connections live as long as the client.")
 @_option("--database-wait", "BANDITD_DATABASE_WAIT", default=60.0,
          type=click.FloatRange(0, 86_400),
          help="Seconds to wait, retrying with back-off, for PostgreSQL to accept connections "

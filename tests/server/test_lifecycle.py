@@ -260,3 +260,50 @@ def test_a_database_that_never_comes_up_is_one_line_and_exit_5(server_process):
     assert stderr.rstrip().splitlines()[-1].startswith(
         "error: PostgreSQL at postgresql://banditd:***@127.0.0.1:")
     assert "did not accept connections within 1 s" in stderr
+
+
+async def test_an_old_connection_is_asked_to_go_and_the_client_reconnects_unharmed(
+    migrated_db_url, start_server
+):
+    """--max-connection-age: the server sends GOAWAY, the channel leaves READY and
+    connects again (re-resolving its target), and no call fails meanwhile."""
+    await make_experiment(migrated_db_url)
+    running = await start_server(max_connection_age=1.0)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{running.server.port}") as channel:
+        stub = decision_pb2_grpc.DecisionServiceStub(channel)
+        await stub.Select(pb.SelectRequest(experiment_id="exp", user_id="u0"))
+        states = []
+
+        async def watch() -> None:
+            state = channel.get_state()
+            while True:
+                await channel.wait_for_state_change(state)
+                state = channel.get_state()
+                states.append(state)
+
+        watcher = asyncio.create_task(watch())
+        try:
+            for i in range(60):  # 3 s: past the age and its ±10 % jitter twice over
+                reply = await stub.Select(pb.SelectRequest(experiment_id="exp", user_id=f"u{i}"))
+                assert reply.decision_id
+                await asyncio.sleep(0.05)
+        finally:
+            watcher.cancel()
+    left_ready = [s for s in states if s != grpc.ChannelConnectivity.READY]
+    assert left_ready, states
+    assert states.count(grpc.ChannelConnectivity.READY) >= 1, states
+
+
+async def test_connections_live_on_without_a_maximum_age(migrated_db_url, start_server):
+    await make_experiment(migrated_db_url)
+    running = await start_server()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{running.server.port}") as channel:
+        stub = decision_pb2_grpc.DecisionServiceStub(channel)
+        await stub.Select(pb.SelectRequest(experiment_id="exp", user_id="u0"))
+        for i in range(30):
+            await stub.Select(pb.SelectRequest(experiment_id="exp", user_id=f"u{i}"))
+            await asyncio.sleep(0.05)
+        assert channel.get_state() == grpc.ChannelConnectivity.READY
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(channel.wait_for_state_change(
+                grpc.ChannelConnectivity.READY), 1.0)
