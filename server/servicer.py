@@ -393,9 +393,9 @@ def _candidate_indices(runtime: ExperimentRuntime, candidate_arms) -> np.ndarray
         return None
     if n > MAX_CANDIDATES:
         raise InvalidInput(f"at most {MAX_CANDIDATES} candidate_arms, got {n}")
-    index = runtime.arm_index
-    try:
-        indices = np.fromiter((index[a] for a in candidate_arms), dtype=np.intp, count=n)
+    try:  # map over the bound lookup: half the cost of a generator per name
+        indices = np.fromiter(map(runtime.arm_index.__getitem__, candidate_arms),
+                              dtype=np.intp, count=n)
     except KeyError as exc:
         raise InvalidInput(
             f"candidate arm {exc.args[0]!r} is not an arm of experiment "
