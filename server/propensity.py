@@ -10,7 +10,7 @@ subset cache a kernel asked for, every ``interval`` seconds, in a worker thread:
 ``refresh_propensities`` snapshots the statistics under the GIL, then draws
 without it from its own generator and swaps the finished caches in, so Selects on
 the event loop are not held up (at K = 1000 one refresh is ~4 M Beta draws:
-0.25-0.65 s, plus 0.3 s of ranking with a subset cache). The first caches of a
+0.25-0.65 s, a fifth more with a subset cache). The first caches of a
 policy are built the same way, before the experiment's first decision
 (``ExperimentRuntime.warm``) and before its first Select with candidates
 (``ExperimentRuntime.warm_subsets``).
@@ -38,7 +38,7 @@ class PropensityRefresher:
                     # the policy's first Select) and went stale, or subset caches asked
                     # for, need work (``refresh_due``). Warming every cache at start-up
                     # would cost M x K draws per kernel (minutes of CPU and ~8 kB each at
-                    # 1,000 experiments x 1,000 arms, 8 MB each with a subset cache) for
+                    # 1,000 experiments x 1,000 arms; 8 MB each with a subset cache) for
                     # experiments that may never be called.
                     if getattr(kernel, "refresh_due", False):
                         await asyncio.to_thread(kernel.refresh_propensities)

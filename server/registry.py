@@ -243,11 +243,12 @@ class ExperimentRuntime:
         Without its subset cache a Thompson kernel answers a Select with candidates by
         estimating the propensity on the spot, M x |C| fresh Beta draws (milliseconds)
         on the event loop, until the refresher builds the cache; and building it costs
-        M x K draws plus M sorts (0.9 s at K = 1,000, benchmarks/RESULTS.md). So the
-        experiment's first Selects with candidates wait for it here, beside the loop,
-        as its first Selects wait for ``warm``; only Thompson kernels of experiments
-        that receive candidates pay its memory (2 x M x K bytes). A cache the memory
-        budget refuses is logged once, and that kernel keeps estimating on the spot.
+        M x K draws plus M sorts (0.42 s at K = 1,000, 0.35 s without the sorts;
+        benchmarks/RESULTS.md). So the experiment's first Selects with candidates wait
+        for it here, beside the loop, as its first Selects wait for ``warm``; only
+        Thompson kernels of experiments that receive candidates pay its memory (M x K
+        bytes, twice that past 256 arms). A cache the memory budget refuses is logged
+        once, and that kernel keeps estimating on the spot.
         """
         if self._warming_subsets is None:
             self._warming_subsets = asyncio.ensure_future(

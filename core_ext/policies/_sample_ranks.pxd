@@ -2,16 +2,17 @@
 """M joint posterior samples of K arms, kept as within-sample ranks (see
 ``_sample_ranks.pyx`` for the mechanism, its cost and the memory budget)."""
 
-from libc.stdint cimport int16_t, int32_t, int64_t
+from libc.stdint cimport int32_t, int64_t
 
 from banditd.core_ext.policies._rng cimport Rng
 
 
 cdef class SampleRanks:
-    cdef int16_t* ranks               # K x M arm-major: ranks[a * M + r], rank of arm a in sample r (0 = smallest; distinct within r)
+    cdef void* ranks                  # K x M arm-major: ranks[a * M + r], rank of arm a in sample r (0 = smallest; distinct within r)
+    cdef readonly int itemsize        # bytes per rank: 1 (uint8) for K <= 256, else 2 (int16)
     cdef readonly Py_ssize_t n_rows   # M >= 1
     cdef readonly Py_ssize_t n_arms   # K, 1 <= K <= MAX_ARMS
-    cdef readonly Py_ssize_t nbytes   # 2 M K: counted against the process-wide budget while the object lives
+    cdef readonly Py_ssize_t nbytes   # itemsize M K: counted against the process-wide budget while the object lives
 
     # Draw the M samples (Beta(a[j], b[j]) per arm j, from ``rng``, without the GIL),
     # rank each, and set wins[j] to the number of samples arm j tops. Called once, by
@@ -24,13 +25,13 @@ cdef class SampleRanks:
                            Py_ssize_t m) noexcept nogil
 
     # Number of samples in which cand[j] is ranked above every other of cand[0..m-1];
-    # ``best`` is scratch of length M.
+    # ``best`` is scratch of itemsize M bytes.
     cdef Py_ssize_t wins_of(self, Py_ssize_t j, const Py_ssize_t* cand, Py_ssize_t m,
-                            int16_t* best) noexcept nogil
+                            void* best) noexcept nogil
 
     # counts[i] = number of samples whose highest-ranked candidate is cand[i], for
-    # i < m; ``best`` and ``who`` are scratch of length M.
-    cdef void count_winners(self, const Py_ssize_t* cand, Py_ssize_t m, int16_t* best,
+    # i < m; ``best`` (itemsize M bytes) and ``who`` (M) are scratch.
+    cdef void count_winners(self, const Py_ssize_t* cand, Py_ssize_t m, void* best,
                             int32_t* who, int64_t* counts) noexcept nogil
 
 

@@ -4,34 +4,38 @@ of Thompson sampling (``_thompson.pyx`` states the selection rule and its propen
 
 Representation. Sample r (0 <= r < M) draws theta_j^(r) ~ Beta(a_j, b_j) for every arm
 j, sorts the K values and stores each arm's position in that order, its rank
-``R[j, r]`` in 0..K-1, as an ``int16``. Within one sample, ranks order the arms exactly
-as the draws do, so the arm of a candidate set C with the largest draw in sample r is
-the one with the largest rank: every question the cache answers compares ranks within
-one sample, never across samples, and the values themselves are not needed. Exact
-ties among draws (only floating-point underflow to 0 or 1 at priors far below 1
-produces them) get distinct ranks in a uniformly random order, drawn once when the
-sample is built (a Fisher–Yates shuffle of each tied run, Knuth TAOCP vol. 2,
-Algorithm 3.4.2 P): the largest rank among any tied arms is then uniform over them,
-which is how ``select`` breaks ties, and every later answer about that sample is
-deterministic.
+``R[j, r]`` in 0..K-1: a ``uint8`` for K <= 256, an ``int16`` up to K = 32,767. Within
+one sample, ranks order the arms exactly as the draws do, so the arm of a candidate
+set C with the largest draw in sample r is the one with the largest rank: every
+question the cache answers compares ranks within one sample, never across samples,
+and the values themselves are not needed. Exact ties among draws (only
+floating-point underflow to 0 or 1 at priors far below 1 produces them) get distinct
+ranks in a uniformly random order, drawn once when the sample is built (a
+Fisher–Yates shuffle of each tied run, Knuth TAOCP vol. 2, Algorithm 3.4.2 P): the
+largest rank among any tied arms is then uniform over them, which is how ``select``
+breaks ties, and every later answer about that sample is deterministic.
 
-Why ranks and not the draws: two bytes per entry instead of eight (float32 would
-round distinct draws into ties, whose uniform breaking would make the answers
-random again), and comparisons that vectorise (SSE2 ``pmaxsw``/``pcmpgtw`` work on
-eight signed 16-bit lanes at once, hence ``int16`` and K <= 32767).
+Why ranks and not the draws: one or two bytes per entry instead of eight (float32
+would round distinct draws into ties, whose uniform breaking would make the answers
+random again), and comparisons that vectorise with plain SSE2 (``pmaxub`` on sixteen
+unsigned bytes, ``pmaxsw`` on eight signed 16-bit lanes: hence signed ``int16`` and
+K <= 32767). Bytes matter beyond memory: a subset question streams |C| rows of ranks
+through the cache, and inside the loaded server the cost of that traffic to the code
+around it is several times the scan's own (benchmarks/RESULTS.md).
 
 Layout: arm-major, ``ranks[j * M + r]``, so the M ranks of one arm are contiguous and a
-question over a candidate set C streams |C| rows of M ``int16`` (|C| x 8 KiB at M =
-4096). ``wins_of`` (how many samples a given candidate tops) is |C| passes of a running
-maximum then one comparison pass: M |C| lane operations, a few microseconds at M =
-4096, |C| = 10 (benchmarks/RESULTS.md).
+question over a candidate set C streams |C| rows of M ranks (|C| x 4 KiB at M = 4096,
+K <= 256). ``wins_of`` (how many samples a given candidate tops) is |C| passes of a
+running maximum then one comparison pass: M |C| lane operations, about a microsecond
+at M = 4096, |C| = 10 (benchmarks/RESULTS.md).
 
-Memory: 2 M K bytes per cache (M = 4096: 8 KiB per arm; 160 KiB at K = 20, 8 MiB at
-K = 1,000). Every live ``SampleRanks`` counts against one process-wide budget
-(``set_budget``; default 256 MiB); ``reserve`` refuses a new one that would exceed it,
-and its caller then does without (Thompson estimates the subset propensity on the
-spot). The budget can be exceeded by one cache at a time, while a rebuild draws its
-replacement beside the one still in use.
+Memory: itemsize x M x K bytes per cache (M = 4096: 4 KiB per arm up to K = 256, so
+80 KiB at K = 20; 8 KiB per arm beyond, 8 MiB at K = 1,000). Every live
+``SampleRanks`` counts against one process-wide budget (``set_budget``; default 256
+MiB); ``reserve`` refuses a new one that would exceed it, and its caller then does
+without (Thompson estimates the subset propensity on the spot). The budget can be
+exceeded by one cache at a time, while a rebuild draws its replacement beside the
+one still in use.
 
 Thread rules: ``fill`` runs once, on an object nobody else holds yet (it releases the
 GIL for the draws); once published the object is read-only, so readers need no lock
@@ -39,7 +43,7 @@ and a holder of a reference can never see it change or vanish. Replacing a cache
 one reference assignment. The byte count is changed only with the GIL held.
 """
 
-from libc.stdint cimport int16_t, int32_t, int64_t, uint64_t
+from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
@@ -49,7 +53,7 @@ from numpy.random.c_distributions cimport random_beta
 from banditd.core_ext.policies._rng cimport Rng, uniform_index
 
 
-MAX_ARMS = 32767                        # ranks 0..K-1 must fit an int16
+MAX_ARMS = 32767                        # ranks 0..K-1 must fit an int16 (uint8 up to 256)
 cdef Py_ssize_t _MAX_ARMS = 32767
 cdef Py_ssize_t _in_use = 0             # bytes held by live SampleRanks (GIL held to change)
 cdef Py_ssize_t _budget = 256 << 20     # reserve() refuses past this many bytes
@@ -127,11 +131,73 @@ cdef void _shuffle_ties(bitgen_t* bg, _Keyed* keyed, Py_ssize_t k) noexcept nogi
         start = end
 
 
-cdef void _running_max(int16_t* best, const int16_t* row, Py_ssize_t n) noexcept nogil:
+ctypedef fused rank_t:
+    uint8_t         # K <= 256
+    int16_t         # K <= 32767
+
+
+cdef inline void _running_max(rank_t* best, const rank_t* row, Py_ssize_t n) noexcept nogil:
     """best[r] = max(best[r], row[r]); branch-free so that it vectorises."""
     cdef Py_ssize_t r
     for r in range(n):
         best[r] = row[r] if row[r] > best[r] else best[r]
+
+
+cdef void _store(rank_t* ranks, const _Keyed* ordered, Py_ssize_t k, Py_ssize_t rows,
+                 Py_ssize_t r) noexcept nogil:
+    """Write sample r's ranks: the arm in position i of ``ordered`` has rank i."""
+    cdef Py_ssize_t i
+    for i in range(k):
+        ranks[ordered[i].arm * rows + r] = <rank_t> i
+
+
+cdef Py_ssize_t _winner(const rank_t* ranks, Py_ssize_t rows, Py_ssize_t row,
+                        const Py_ssize_t* cand, Py_ssize_t m) noexcept nogil:
+    cdef const rank_t* column = ranks + row
+    cdef Py_ssize_t i, j = 0
+    cdef rank_t v, best = column[cand[0] * rows]
+    for i in range(1, m):
+        v = column[cand[i] * rows]
+        if v > best:
+            best = v
+            j = i
+    return j
+
+
+cdef Py_ssize_t _wins_of(const rank_t* ranks, Py_ssize_t rows, Py_ssize_t j,
+                         const Py_ssize_t* cand, Py_ssize_t m, rank_t* best) noexcept nogil:
+    cdef Py_ssize_t i, r, first, count = 0
+    cdef const rank_t* mine = ranks + cand[j] * rows
+    if m == 1:
+        return rows
+    first = 1 if j == 0 else 0
+    memcpy(best, ranks + cand[first] * rows, rows * sizeof(rank_t))
+    for i in range(first + 1, m):
+        if i != j:
+            _running_max(best, ranks + cand[i] * rows, rows)
+    for r in range(rows):
+        count += mine[r] > best[r]
+    return count
+
+
+cdef void _count_winners(const rank_t* ranks, Py_ssize_t rows, const Py_ssize_t* cand,
+                         Py_ssize_t m, rank_t* best, int32_t* who,
+                         int64_t* counts) noexcept nogil:
+    cdef Py_ssize_t i, r
+    cdef const rank_t* column = ranks + cand[0] * rows
+    for r in range(rows):       # ranks are distinct within a sample: strict > decides
+        best[r] = column[r]
+        who[r] = 0
+    for i in range(m):
+        counts[i] = 0
+    for i in range(1, m):
+        column = ranks + cand[i] * rows
+        for r in range(rows):
+            if column[r] > best[r]:
+                best[r] = column[r]
+                who[r] = <int32_t> i
+    for r in range(rows):
+        counts[who[r]] += 1
 
 
 cdef class SampleRanks:
@@ -142,12 +208,13 @@ cdef class SampleRanks:
         if n_rows < 1 or not 1 <= n_arms <= _MAX_ARMS:
             raise ValueError(f"a sample-rank cache needs M >= 1 rows and 1..{_MAX_ARMS} arms, "
                              f"got M={n_rows}, K={n_arms}")
-        self.ranks = <int16_t*> malloc(2 * n_rows * n_arms)
+        self.itemsize = _itemsize(n_arms)
+        self.ranks = malloc(self.itemsize * n_rows * n_arms)
         if self.ranks == NULL:
             raise MemoryError(f"sample-rank cache of {n_rows} x {n_arms}")
         self.n_rows = n_rows
         self.n_arms = n_arms
-        self.nbytes = 2 * n_rows * n_arms
+        self.nbytes = self.itemsize * n_rows * n_arms
         _in_use += self.nbytes
 
     def __dealloc__(self):
@@ -160,7 +227,6 @@ cdef class SampleRanks:
                   int64_t[::1] wins) except -1:
         cdef Py_ssize_t k = self.n_arms, m = self.n_rows, r, i
         cdef bitgen_t* bg = rng.bitgen
-        cdef int16_t* ranks = self.ranks
         cdef const double* pa = &a[0]
         cdef const double* pb = &b[0]
         cdef int64_t* w = &wins[0]
@@ -180,8 +246,10 @@ cdef class SampleRanks:
                         keyed[i].arm = i
                     ordered = _sort(keyed, keyed + k, k)
                     _shuffle_ties(bg, ordered, k)
-                    for i in range(k):
-                        ranks[ordered[i].arm * m + r] = <int16_t> i
+                    if self.itemsize == 1:
+                        _store(<uint8_t*> self.ranks, ordered, k, m, r)
+                    else:
+                        _store(<int16_t*> self.ranks, ordered, k, m, r)
                     w[ordered[k - 1].arm] += 1
         finally:
             free(keyed)
@@ -189,54 +257,37 @@ cdef class SampleRanks:
 
     cdef Py_ssize_t winner(self, Py_ssize_t row, const Py_ssize_t* cand,
                            Py_ssize_t m) noexcept nogil:
-        cdef const int16_t* column = self.ranks + row
-        cdef Py_ssize_t rows = self.n_rows, i, j = 0
-        cdef int16_t v, best = column[cand[0] * rows]
-        for i in range(1, m):
-            v = column[cand[i] * rows]
-            if v > best:
-                best = v
-                j = i
-        return j
+        if self.itemsize == 1:
+            return _winner(<const uint8_t*> self.ranks, self.n_rows, row, cand, m)
+        return _winner(<const int16_t*> self.ranks, self.n_rows, row, cand, m)
 
     cdef Py_ssize_t wins_of(self, Py_ssize_t j, const Py_ssize_t* cand, Py_ssize_t m,
-                            int16_t* best) noexcept nogil:
-        cdef Py_ssize_t rows = self.n_rows, i, r, first, count = 0
-        cdef const int16_t* mine = self.ranks + cand[j] * rows
-        if m == 1:
-            return rows
-        first = 1 if j == 0 else 0
-        memcpy(best, self.ranks + cand[first] * rows, 2 * rows)
-        for i in range(first + 1, m):
-            if i != j:
-                _running_max(best, self.ranks + cand[i] * rows, rows)
-        for r in range(rows):
-            count += mine[r] > best[r]
-        return count
+                            void* best) noexcept nogil:
+        if self.itemsize == 1:
+            return _wins_of(<const uint8_t*> self.ranks, self.n_rows, j, cand, m,
+                            <uint8_t*> best)
+        return _wins_of(<const int16_t*> self.ranks, self.n_rows, j, cand, m, <int16_t*> best)
 
-    cdef void count_winners(self, const Py_ssize_t* cand, Py_ssize_t m, int16_t* best,
+    cdef void count_winners(self, const Py_ssize_t* cand, Py_ssize_t m, void* best,
                             int32_t* who, int64_t* counts) noexcept nogil:
-        cdef Py_ssize_t rows = self.n_rows, i, r
-        cdef const int16_t* column
-        for r in range(rows):
-            best[r] = -1
-            who[r] = 0
-        for i in range(m):
-            counts[i] = 0
-            column = self.ranks + cand[i] * rows
-            for r in range(rows):
-                if column[r] > best[r]:
-                    best[r] = column[r]
-                    who[r] = <int32_t> i
-        for r in range(rows):
-            counts[who[r]] += 1
+        if self.itemsize == 1:
+            _count_winners(<const uint8_t*> self.ranks, self.n_rows, cand, m,
+                           <uint8_t*> best, who, counts)
+        else:
+            _count_winners(<const int16_t*> self.ranks, self.n_rows, cand, m,
+                           <int16_t*> best, who, counts)
 
     def __repr__(self):
         return f"<SampleRanks M={self.n_rows} K={self.n_arms} {self.nbytes} bytes>"
 
 
+cdef inline Py_ssize_t _itemsize(Py_ssize_t n_arms) noexcept:
+    return 1 if n_arms <= 256 else 2
+
+
 cdef bint fits(Py_ssize_t n_rows, Py_ssize_t n_arms, Py_ssize_t replacing) noexcept:
-    return n_arms <= _MAX_ARMS and _in_use - replacing + 2 * n_rows * n_arms <= _budget
+    return (n_arms <= _MAX_ARMS
+            and _in_use - replacing + _itemsize(n_arms) * n_rows * n_arms <= _budget)
 
 
 cdef SampleRanks reserve(Py_ssize_t n_rows, Py_ssize_t n_arms, Py_ssize_t replacing):

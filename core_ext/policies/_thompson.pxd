@@ -1,7 +1,7 @@
 # cython: language_level=3
 """Thompson sampling, Beta–Bernoulli (see ``_thompson.pyx`` for the estimator notes)."""
 
-from libc.stdint cimport int16_t, int64_t
+from libc.stdint cimport int64_t, uint8_t
 
 from banditd.core_ext.policies._arms cimport PolicyBase
 from banditd.core_ext.policies._rng cimport Rng
@@ -24,7 +24,7 @@ cdef class ThompsonPolicy(PolicyBase):
     cdef double[::1] _b                         # estimator scratch (lazy): Beta beta per compacted arm
     cdef int64_t[::1] _wins                     # estimator scratch (lazy): Monte Carlo win counts
     cdef double[::1] _x                         # select-thread scratch: one posterior draw per arm
-    cdef int16_t[::1] _best                     # select-thread scratch (lazy): running max of ranks, length M
+    cdef uint8_t[::1] _best                     # select-thread scratch (lazy): running max of ranks, 2 M bytes
 
     cdef void _ensure_scratch(self)
     cdef bint _subset_due(self)

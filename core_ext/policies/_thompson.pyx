@@ -83,11 +83,12 @@ out over calls: an arm whose p_a(C) is far below 1/M may win no sample and then 
 not offered for that C until the next refresh (its logged propensity is never
 needed; an off-policy evaluation of another policy sees no support for it meanwhile).
 
-Cost: one uniform index, then |C| + 1 streaming passes over M int16 ranks (M·|C|
-comparisons; ~5 µs at |C| = 10, M = 4096, where 2,048 fresh Beta draws per Select
-take ~110 µs; benchmarks/RESULTS.md). A refresh with a subset cache adds M sorts of K
-ranks to its M·K draws (+50 % at K = 1,000). Memory: 2·M·K bytes per cache (8 KiB per arm at M = 4096),
-made only for kernels that are asked for subsets, within a process-wide budget
+Cost: one uniform index, then |C| + 1 streaming passes over M ranks of one byte (K
+<= 256) or two (M·|C| comparisons; ~1 µs at |C| = 10, M = 4096, K = 20, where 2,048
+fresh Beta draws per Select take ~110 µs; benchmarks/RESULTS.md). A refresh with a
+subset cache adds M sorts of K ranks to its M·K draws (+20-50 %). Memory: M·K bytes
+per cache up to K = 256, 2·M·K beyond (4 or 8 KiB per arm at M = 4096), made only for
+kernels that are asked for subsets, within a process-wide budget
 (``_sample_ranks.set_budget``, 256 MiB by default).
 
 Why not something cheaper and exact: the Thompson probability itself,
@@ -114,7 +115,7 @@ NIPS; Kalkanli & Özgür (2021), "Batched Thompson Sampling", NeurIPS.
 """
 
 from libc.math cimport isfinite
-from libc.stdint cimport int16_t, int32_t, int64_t
+from libc.stdint cimport int32_t, int64_t, uint8_t
 
 import threading
 
@@ -264,9 +265,9 @@ cdef class ThompsonPolicy(PolicyBase):
         """Sample R uniform in 0..M-1, answer C's top-ranked arm in it, and log the exact
         N_a(C) / M (module docstring)."""
         cdef Py_ssize_t m = cand.shape[0], rows = ranks.n_rows, j, wins, row
-        if self._best is None:
-            self._best = np.empty(rows, dtype=np.int16)    # rows == M: adopt checks it
-        cdef int16_t* best = &self._best[0]
+        if self._best is None:      # rows == M (adopt checks it); 2 bytes: either rank size
+            self._best = np.empty(2 * rows, dtype=np.uint8)
+        cdef void* best = &self._best[0]
         cdef const Py_ssize_t* c = &cand[0]
         row = uniform_index(self.bitgen, rows)
         if m < _NOGIL_MIN_ARMS:
@@ -336,7 +337,7 @@ cdef class ThompsonPolicy(PolicyBase):
 
     @property
     def subset_cache_bytes(self):
-        """Bytes of this kernel's subset cache (0: none); 2 M K."""
+        """Bytes of this kernel's subset cache (0: none): M K up to K = 256, 2 M K beyond."""
         return 0 if self._ranks is None else self._ranks.nbytes
 
     def refresh_propensities(self, bint subsets=False, bint wait=False):
@@ -508,7 +509,7 @@ cdef object _rank_frequencies(SampleRanks ranks, const Py_ssize_t[::1] cand):
     """N_i / M for each cand[i]: the share of the M cached samples whose top-ranked
     candidate is cand[i] (scratch allocated here: not a select-thread path)."""
     cdef Py_ssize_t m = cand.shape[0], rows = ranks.n_rows
-    cdef int16_t[::1] best = np.empty(rows, dtype=np.int16)
+    cdef uint8_t[::1] best = np.empty(2 * rows, dtype=np.uint8)
     cdef int32_t[::1] who = np.empty(rows, dtype=np.int32)
     counts_arr = np.empty(m, dtype=np.int64)
     cdef int64_t[::1] counts = counts_arr

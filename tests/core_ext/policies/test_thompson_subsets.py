@@ -56,11 +56,21 @@ def _truth(policy: ThompsonPolicy, cand) -> np.ndarray:
     return thompson_win_probabilities(alpha, beta)
 
 
-def test_logged_propensity_is_the_exact_frequency_of_the_mechanism() -> None:
-    policy = _cached(seed=2)
+def _many_arms(seed: int, k: int = 300, **kw) -> ThompsonPolicy:
+    """K > 256: ranks are int16 (and samples radix-sorted)."""
+    g = np.random.default_rng(seed)
+    pulls = g.integers(5, 60, size=k).astype(np.float64)
+    return _cached(seed=seed, pulls=pulls, sums=np.floor(pulls * g.uniform(0.2, 0.5, size=k)),
+                   **kw)
+
+
+@pytest.mark.parametrize("many", [False, True], ids=["uint8-ranks", "int16-ranks"])
+def test_logged_propensity_is_the_exact_frequency_of_the_mechanism(many: bool) -> None:
+    policy = _many_arms(seed=2) if many else _cached(seed=2)
     cand = _intp([5, 0, 3, 2])
     pi = policy.action_distribution(cand)
     m = policy.propensity_draws
+    assert policy.subset_cache_bytes == (2 if many else 1) * m * policy.n_arms
     assert np.all(pi[cand] * m == np.round(pi[cand] * m))  # counts out of M, exactly
     n = 40_000
     arms = np.empty(n, dtype=np.intp)
@@ -86,9 +96,12 @@ def test_subset_propensities_sum_to_one_and_are_what_select_logs(cand) -> None:
         assert policy.select(cand) == (cand[0], 1.0)
 
 
-@pytest.mark.parametrize(("seed", "cand"), [(4, [0, 1, 2]), (5, [3, 1, 5, 4]), (6, [2, 4])])
-def test_subset_propensities_agree_with_quadrature_within_4_se(seed: int, cand) -> None:
-    policy = _cached(seed=seed)
+@pytest.mark.parametrize(("seed", "cand", "many"), [
+    (4, [0, 1, 2], False), (5, [3, 1, 5, 4], False), (6, [2, 4], False),
+    (24, [299, 7, 150, 42, 3], True)])
+def test_subset_propensities_agree_with_quadrature_within_4_se(seed: int, cand,
+                                                              many: bool) -> None:
+    policy = _many_arms(seed=seed) if many else _cached(seed=seed)
     cand = _intp(cand)
     truth = _truth(policy, cand)
     pi = policy.action_distribution(cand)[cand]
@@ -117,7 +130,7 @@ def test_the_first_subset_select_asks_for_the_cache_and_a_refresh_builds_it() ->
     assert arm in cand and 0.0 < p <= 1.0
     assert policy.subset_cache_wanted and policy.refresh_due
     assert policy.refresh_propensities()
-    assert policy.subset_cache_bytes == 2 * 512 * policy.n_arms
+    assert policy.subset_cache_bytes == 512 * policy.n_arms     # one byte per rank: K <= 256
     assert policy.subset_cache_version == policy.version and not policy.refresh_due
     pi = policy.action_distribution(cand)
     arm, p = policy.select(cand)
@@ -156,7 +169,7 @@ def test_a_stale_cache_describes_its_own_samples_until_refreshed() -> None:
     assert p == after[arm]
 
 
-@pytest.mark.parametrize("k", [4, 120])      # sorted by insertion / by radix
+@pytest.mark.parametrize("k", [4, 120, 300])  # insertion sort / radix / radix, int16 ranks
 def test_exact_ties_in_the_cache_are_broken_uniformly(k: int) -> None:
     """Beta(1e-3, 1e-3) draws underflow to exactly 0 or 1, so identical untried arms
     tie in most samples; the cache orders tied arms uniformly at random, so each of 3
@@ -249,7 +262,7 @@ def budget():
 
 def test_the_memory_budget_is_respected(budget) -> None:
     m, k = 1024, len(PULLS)
-    one = 2 * m * k
+    one = m * k                                     # one byte per rank: K <= 256
     budget(one)                                     # room for exactly one cache
     start = subset_cache_bytes()
     first = _cached(seed=19, propensity_draws=m)
