@@ -5,6 +5,11 @@ for K in 10, 100, 1000, nanoseconds per call of
 
 - ``thompson_select_ns``, ``ucb_select_ns``, ``egreedy_select_ns``: ``policy.select()``
   (all arms, propensity cache warm), a Python-level call with the state in place;
+- ``thompson_subset_select_ns``: Thompson ``select(C)`` over random subsets of
+  ``min(10, K // 2)`` arms from a warm subset cache (the loop's ``next`` over the
+  prepared subsets included), and ``thompson_refresh_ms`` /
+  ``thompson_refresh_subsets_ms``: one ``refresh_propensities()`` after an update,
+  without and with a subset cache (the ranking's share of a refresh);
 - ``update_ns``: ``policy.update(arm, reward)``;
 - ``raw_beta_draws_ns``: the floor, K numpy C ``random_beta`` draws with the same
   posterior parameters in a tight C loop (``banditd.core_ext.policies._thompson.raw_beta_draws``);
@@ -22,6 +27,7 @@ when one fails, the short mode (fewer, shorter batches) only on errors.
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import sys
 import time
@@ -98,6 +104,7 @@ def bench_k(k: int, batch_s: float, batches: int) -> dict[str, float]:
     b = 1.0 + pulls - reward_sum
     (out["thompson_select_ns"], out["raw_beta_draws_ns"],
      out["thompson_over_raw"]) = time_select_and_floor(ts.select, k, rng, a, b, batch_s, batches)
+    out.update(bench_subsets(k, pulls, reward_sum, rng, batch_s, batches))
     out["ucb_select_ns"] = time_calls(
         UCB1Policy(pulls.copy(), reward_sum.copy(), rng).select, batch_s, batches)
     out["egreedy_select_ns"] = time_calls(
@@ -108,6 +115,33 @@ def bench_k(k: int, batch_s: float, batches: int) -> dict[str, float]:
     gen = np.random.default_rng(k)
     out["numpy_thompson_ns"] = time_calls(lambda: gen.beta(a, b).argmax(), batch_s, batches)
     out.update(bench_mabwiser(k, pulls, reward_sum, batch_s, batches))
+    return out
+
+
+def bench_subsets(k: int, pulls: np.ndarray, reward_sum: np.ndarray, rng, batch_s: float,
+                  batches: int) -> dict[str, float]:
+    """Thompson over candidate subsets: select from the subset cache, and the refresh
+    with and without one (median of 3 refreshes each)."""
+    from banditd.core_ext.policies import ThompsonPolicy
+
+    out: dict[str, float] = {}
+    ts = ThompsonPolicy(pulls.copy(), reward_sum.copy(), rng)
+    ts.refresh_propensities(subsets=True)
+    g = np.random.default_rng([k, 99])
+    subsets = itertools.cycle([g.choice(k, min(10, k // 2), replace=False).astype(np.intp)
+                               for _ in range(256)])
+    out["thompson_subset_select_ns"] = time_calls(lambda: ts.select(next(subsets)), batch_s,
+                                                  batches)
+    for key, subsets_too in (("thompson_refresh_ms", False), ("thompson_refresh_subsets_ms", True)):
+        kernel = ThompsonPolicy(pulls.copy(), reward_sum.copy(), rng)
+        kernel.refresh_propensities(subsets=subsets_too)
+        times = []
+        for _ in range(3):
+            kernel.update(0, 1.0)
+            t0 = time.perf_counter_ns()
+            kernel.refresh_propensities()
+            times.append((time.perf_counter_ns() - t0) / 1e6)
+        out[key] = statistics.median(times)
     return out
 
 

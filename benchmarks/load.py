@@ -133,6 +133,7 @@ async def run_on(settings: Settings, log_dir: Path, admin_url: str) -> dict[str,
         _add(out, await load_phases.closed_loop_maximum(pair, reqs, settings))
         _add(out, await load_phases.open_loop_levels(pair, reqs, settings, out["select_max_qps"]))
         _add(out, await load_phases.select_batch(pair, settings, out["select_max_qps"]))
+        _add(out, await load_phases.subset_select(pair, settings))
         n_ids = load_phases.reward_id_count(settings, out["floor_max_qps"])
         _add(out, await load_phases.reward_sweep(pair, settings, n_ids))
         _add(out, await load_phases.reward_unloaded(pair, settings))

@@ -35,6 +35,15 @@ ADMIN_URL = os.environ.get(
     os.environ.get("BANDITD_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
 )
 EXPERIMENT_ID = "load"
+# The subset study's experiment: Thompson and the control every experiment must have,
+# with a fixed salt so that the study can send only users Thompson serves
+# (``thompson_users``): every Select it sends is served by the kernel whose subset path
+# it measures (benchmarks.load_phases.subset_select).
+SUBSET_EXPERIMENT_ID = "load-subset"
+SUBSET_ARMS = tuple(f"movie-{i}" for i in range(20))
+SUBSET_POLICIES = ("thompson", "control")
+SUBSET_SPLIT = (0.9, 0.1)
+SUBSET_SALT = "5b5e7c0ffee0"
 BENCH_DB_PREFIX = "banditd_bench"
 POLICIES = ("thompson", "egreedy", "ucb", "control")
 # Steal (cores the hypervisor gave to other guests) above which a phase's latencies
@@ -46,7 +55,8 @@ STEAL_WARN_CORES = 0.1
 
 
 async def prepare_database(url: str, arms: tuple[str, ...]) -> None:
-    """Schema plus one running experiment with the four policies."""
+    """Schema plus one running experiment with the four policies, and the subset study's
+    experiment over SUBSET_ARMS."""
     from banditd.server.database import connect
     from banditd.server.experiment import ExperimentSpec
     from banditd.server.experiment_store import change_status, create_experiment
@@ -59,8 +69,33 @@ async def prepare_database(url: str, arms: tuple[str, ...]) -> None:
                               policies=POLICIES)
         await create_experiment(conn, spec, actor="benchmark")
         await change_status(conn, EXPERIMENT_ID, "start", actor="benchmark")
+        subset = ExperimentSpec(id=SUBSET_EXPERIMENT_ID, name="load benchmark, subsets",
+                                arms=SUBSET_ARMS, policies=SUBSET_POLICIES,
+                                policy_split=SUBSET_SPLIT, salt=SUBSET_SALT)
+        await create_experiment(conn, subset, actor="benchmark")
+        await change_status(conn, SUBSET_EXPERIMENT_ID, "start", actor="benchmark")
     finally:
         await conn.close()
+
+
+def thompson_users(n: int, prefix: str) -> list[str]:
+    """``n`` user ids that the subset experiment assigns to Thompson (the scheme of
+    ``banditd.server.assignment``: policy bucket ``(h div B) mod B`` of ``h =
+    XXH64(salt | 0x1F | user)``, all traffic inside)."""
+    from banditd.core_ext.decider import BUCKETS, hash64
+    from banditd.server.assignment import SEPARATOR, policy_table
+
+    table = policy_table(SUBSET_SPLIT)
+    thompson = SUBSET_POLICIES.index("thompson")
+    key = SUBSET_SALT.encode() + SEPARATOR
+    users: list[str] = []
+    i = 0
+    while len(users) < n:
+        user = f"{prefix}-{i:07d}"
+        if table[(hash64(key + user.encode()) // BUCKETS) % BUCKETS] == thompson:
+            users.append(user)
+        i += 1
+    return users
 
 
 def stop_embedded(data_dir: Path) -> None:

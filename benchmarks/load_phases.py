@@ -11,6 +11,14 @@ run:
   same absolute rates; latency from each request's intended send time (wrk2-style
   constant-rate schedule, no coordinated omission);
 * SelectBatch with 100 users per call (``batch_select_decisions_per_s``);
+* Select with ``candidate_arms`` to Thompson on an experiment of 20 arms (only users
+  its Thompson policy serves), 64 callers, closed loop: every call over all arms, over
+  a random 10-arm subset, and over a random 5-arm subset (a fresh subset per call, as
+  the movie use case sends each user's unseen movies), the three rotating within each
+  repeat, while Rewards for that experiment arrive at a steady 200/s so its propensity
+  caches are re-estimated throughout; ``select_subset_qps_ratio`` is, per subset
+  size, the median over the repeats of the subset's throughput over the full set's in
+  the same repeat;
 * Reward, durable with group commit, closed loop, every call with a fresh decision id
   selected beforehand, repeated and alternating with the floor's Reward, at 64 and 128
   callers (``reward_acks_per_s``: per concurrency the median of the repeats, then the
@@ -49,6 +57,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import grpc
 import numpy as np
 
 from banditd.server.database import create_database, drop_database
@@ -58,17 +67,23 @@ from benchmarks.load_harness import (
     EXPERIMENT_ID,
     POLICIES,
     STEAL_WARN_CORES,
+    SUBSET_ARMS,
+    SUBSET_EXPERIMENT_ID,
     Measured,
     Server,
     measured,
     pooled,
     process_memory,
     start_banditd,
+    thompson_users,
 )
 
 BATCH_USERS = 100
 LOAD_LEVELS = (0.25, 0.50, 0.75)
 BUDGET_ATTEMPTS = 3
+SUBSET_SIZES = (10, 5)
+SUBSET_CONCURRENCY = 64
+SUBSET_REWARDS_PER_S = 200.0
 
 
 @dataclass(frozen=True)
@@ -140,6 +155,20 @@ def select_requests(n_users: int, experiment_id: str = EXPERIMENT_ID) -> list[by
             .SerializeToString() for i in range(n_users)]
 
 
+def subset_requests(n_users: int, size: int | None, seed: int) -> list[bytes]:
+    """Serialised Select requests to the subset experiment, one per user Thompson
+    serves, each with its own random ``size``-arm subset of SUBSET_ARMS as
+    ``candidate_arms`` (None: none)."""
+    from banditd.v1 import decision_pb2 as pb
+
+    rnd = random.Random(seed)
+    users = thompson_users(n_users, f"subset-{'all' if size is None else size}")
+    return [pb.SelectRequest(
+        experiment_id=SUBSET_EXPERIMENT_ID, user_id=user,
+        candidate_arms=[] if size is None else rnd.sample(SUBSET_ARMS, size),
+    ).SerializeToString() for user in users]
+
+
 def batch_requests(n_calls: int, users: int = BATCH_USERS) -> list[bytes]:
     """Serialised SelectBatch requests of ``users`` users each, every user distinct."""
     from banditd.v1 import decision_pb2 as pb
@@ -152,8 +181,10 @@ def batch_requests(n_calls: int, users: int = BATCH_USERS) -> list[bytes]:
     return out
 
 
-async def preselect_decisions(target: Target, n: int) -> list[str]:
-    """``n`` fresh decision ids from SelectBatch calls (100 users each)."""
+async def preselect_decisions(target: Target, n: int,
+                              experiment_id: str = EXPERIMENT_ID) -> list[str]:
+    """``n`` fresh decision ids of ``experiment_id`` from SelectBatch calls (100 users
+    each)."""
     from banditd.v1 import decision_pb2 as pb
 
     call = target.method("SelectBatch")
@@ -164,7 +195,7 @@ async def preselect_decisions(target: Target, n: int) -> list[str]:
         b = w
         while len(ids) < n:
             req = pb.SelectBatchRequest(requests=[
-                pb.SelectRequest(experiment_id=EXPERIMENT_ID, user_id=f"rw-{tag}-{b}-{u}")
+                pb.SelectRequest(experiment_id=experiment_id, user_id=f"rw-{tag}-{b}-{u}")
                 for u in range(BATCH_USERS)])
             reply = pb.SelectBatchResponse.FromString(await call(req.SerializeToString()))
             ids.extend(r.decision_id for r in reply.responses)
@@ -346,6 +377,95 @@ async def select_batch(pair: ServerPair, settings: Settings, max_qps: float) -> 
            "batch_vs_single_select": round(best["items_per_s"] / max_qps, 2)}
     print(f"  SelectBatch: {out['batch_select_decisions_per_s']:.0f} decisions/s "
           f"({out['batch_vs_single_select']:.1f}x single Select)", flush=True)
+    return out
+
+
+@contextlib.asynccontextmanager
+async def steady_rewards(target: Target, decision_ids: list[str], rate: float,
+                         counts: dict[str, int]):
+    """Send a Reward for each of ``decision_ids`` in turn at ``rate``/s (fixed schedule,
+    not waiting for answers) while the ``async with`` body runs; ``counts`` gets the
+    ``sent`` and ``errors`` totals when it ends."""
+    call = target.method("Reward")
+    requests = reward_requests(decision_ids)
+    pending: set[asyncio.Task] = set()
+    counts.update(sent=0, errors=0)
+
+    async def one(request: bytes) -> None:
+        try:
+            await call(request)
+        except grpc.RpcError:
+            counts["errors"] += 1
+
+    async def schedule() -> None:
+        t0 = time.perf_counter()
+        for i, request in enumerate(requests):
+            await asyncio.sleep(max(0.0, t0 + i / rate - time.perf_counter()))
+            task = asyncio.create_task(one(request))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+            counts["sent"] += 1
+
+    sender = asyncio.create_task(schedule())
+    try:
+        yield
+    finally:
+        sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sender
+        if pending:
+            await asyncio.gather(*pending)
+
+
+async def subset_select(pair: ServerPair, settings: Settings) -> dict[str, Any]:
+    """Select over all arms against Select over random 10- and 5-arm subsets, Thompson,
+    20 arms, SUBSET_CONCURRENCY callers, rotating the order within each of
+    ``closed_repeats`` repeats, with Rewards arriving at SUBSET_REWARDS_PER_S."""
+    variants: dict[str, list[bytes]] = {"full": subset_requests(20_000, None, seed=1)}
+    for size in SUBSET_SIZES:
+        variants[str(size)] = subset_requests(20_000, size, seed=size)
+    names = list(variants)
+    repeats = settings.closed_repeats
+    # Enough ids for the whole phase: every run with its warm-up, plus the settling
+    # before each (at most 3 s), with a margin.
+    seconds = repeats * len(names) * (settings.closed + settings.warmup + 3.0) + 10.0
+    ids = await preselect_decisions(pair.banditd_target, int(SUBSET_REWARDS_PER_S * seconds),
+                                    SUBSET_EXPERIMENT_ID)
+    await asyncio.sleep(0.5)  # let the decision log flush the pre-selected ones
+    runs: dict[str, list[Measured]] = {name: [] for name in names}
+    counts: dict[str, int] = {}
+    started = time.perf_counter()
+    async with steady_rewards(pair.banditd_target, ids, SUBSET_REWARDS_PER_S, counts):
+        for name in names:  # warm: the first calls build the caches the runs use
+            await closed_loop(pair.banditd_target, "Select", variants[name],
+                              concurrency=8, duration=0.5, warmup=0.2)
+        for r in range(repeats):
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                runs[name].append(await measured(pair.banditd, closed_loop(
+                    pair.banditd_target, "Select", variants[name],
+                    concurrency=SUBSET_CONCURRENCY, duration=settings.closed,
+                    warmup=settings.warmup)))
+    reward_rate = counts["sent"] / (time.perf_counter() - started)
+    ratios = {name: paired_ratios(runs[name], runs["full"]) for name in names[1:]}
+    out: dict[str, Any] = {
+        "phases": {"select_subset": {
+            "arms": len(SUBSET_ARMS), "concurrency": SUBSET_CONCURRENCY,
+            "rewards_per_s": round(reward_rate, 1), "reward_errors": counts["errors"],
+            **{name: repeated(ms) for name, ms in runs.items()}}},
+        "select_subset_qps": {name: round(float(np.median([m.result.qps for m in ms])), 1)
+                              for name, ms in runs.items()},
+        "select_subset_qps_ratio": {name: round(float(np.median(x)), 3)
+                                    for name, x in ratios.items()},
+        "select_subset_qps_ratio_paired": {name: [round(v, 3) for v in x]
+                                           for name, x in ratios.items()},
+    }
+    qps = out["select_subset_qps"]
+    print(f"  Select with candidate_arms (Thompson, {len(SUBSET_ARMS)} arms, "
+          f"{SUBSET_CONCURRENCY} callers, {reward_rate:.0f} Rewards/s): all arms "
+          f"{qps['full']:.0f}/s, " + ", ".join(
+              f"{name} arms {qps[name]:.0f}/s (ratio {out['select_subset_qps_ratio'][name]:.3f}, "
+              f"paired {out['select_subset_qps_ratio_paired'][name]})" for name in names[1:]),
+          flush=True)
     return out
 
 

@@ -12,6 +12,7 @@ configuration keeps them, and the Thompson propensity caches built from them.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -20,10 +21,18 @@ import numpy as np
 
 from banditd.core_ext.codecs import DecisionRows, DecisionSigner
 from banditd.core_ext.decider import Decider
-from banditd.core_ext.policies import POLICY_CODES, Rng, make_kernel
+from banditd.core_ext.policies import (
+    POLICY_CODES,
+    Rng,
+    make_kernel,
+    subset_cache_budget,
+    subset_cache_bytes,
+)
 from banditd.server.assignment import SEPARATOR, policy_table, traffic_threshold
 from banditd.server.experiment import DEFAULT_POLICY, Experiment
 from banditd.v1 import decision_pb2
+
+log = logging.getLogger("banditd.app")
 
 # Wire codes, as encoded in decision ids: policies from core_ext's policy table,
 # served_by from the ServedBy enum of decision.proto.
@@ -102,13 +111,16 @@ class ExperimentRuntime:
     ``decider`` makes its decisions (assignment, kernel, signed id in one C call);
     ``slot_policies`` maps the decider's slots to policies: the policies under test in
     order, then the default policy, so that slot -1 is the default. ``cold`` says that
-    a Thompson policy has no propensity cache yet: ``warm()`` builds them first.
+    a Thompson policy has no propensity cache yet: ``warm()`` builds them first;
+    ``subset_cold`` that one has no subset cache yet, which a Select with candidates
+    needs: ``warm_subsets()`` builds them first.
     """
 
     __slots__ = (
         "_arm_index",
         "_arm_tables",
         "_warming",
+        "_warming_subsets",
         "arms",
         "cold",
         "decider",
@@ -119,6 +131,7 @@ class ExperimentRuntime:
         "policies",
         "policy_by_code",
         "slot_policies",
+        "subset_cold",
     )
 
     def __init__(
@@ -176,7 +189,9 @@ class ExperimentRuntime:
             )
         self.slot_policies = (*self.policies, self.default_policy)
         self.cold = self._has_unbuilt_cache()
+        self.subset_cold = self._lacks_subset_cache()
         self._warming: asyncio.Future | None = None
+        self._warming_subsets: asyncio.Future | None = None
         # The serving period in epoch seconds: running, from start_at, before end_at.
         running = experiment.status == "running"
         serving_from = (
@@ -221,13 +236,53 @@ class ExperimentRuntime:
             if self._warming.done():
                 self.cold = False  # even if the build failed: select builds its own
 
+    async def warm_subsets(self) -> None:
+        """Build the Thompson subset caches (and, from the same draws, any full-set
+        cache still missing) in a worker thread, once.
+
+        Without its subset cache a Thompson kernel answers a Select with candidates by
+        estimating the propensity on the spot, M x |C| fresh Beta draws (milliseconds)
+        on the event loop, until the refresher builds the cache; and building it costs
+        M x K draws plus M sorts (0.42 s at K = 1,000, 0.35 s without the sorts;
+        benchmarks/RESULTS.md). So the experiment's first Selects with candidates wait
+        for it here, beside the loop, as its first Selects wait for ``warm``; only
+        Thompson kernels of experiments that receive candidates pay its memory (M x K
+        bytes, twice that past 256 arms). A cache the memory budget refuses is logged
+        once, and that kernel keeps estimating on the spot.
+        """
+        if self._warming_subsets is None:
+            self._warming_subsets = asyncio.ensure_future(
+                asyncio.to_thread(self._build_subset_caches))
+        try:
+            await asyncio.shield(self._warming_subsets)
+        finally:
+            if self._warming_subsets.done():
+                self.subset_cold = False  # even if refused or failed: select copes
+                self.cold = self._has_unbuilt_cache()
+
     def _has_unbuilt_cache(self) -> bool:
         return any(_needs_cache(p.kernel) for p in self.slot_policies)
+
+    def _lacks_subset_cache(self) -> bool:
+        return any(getattr(p.kernel, "subset_cache_bytes", 1) == 0 for p in self.slot_policies)
 
     def _build_caches(self) -> None:
         for policy in self.slot_policies:
             if _needs_cache(policy.kernel):
                 policy.kernel.refresh_propensities()
+
+    def _build_subset_caches(self) -> None:
+        for policy in self.slot_policies:
+            if getattr(policy.kernel, "subset_cache_bytes", 1) == 0:
+                # wait: the refresher may be re-drawing this kernel's full-set cache
+                policy.kernel.refresh_propensities(subsets=True, wait=True)
+                if policy.kernel.subset_cache_refused:
+                    log.warning(
+                        "Subset cache refused for experiment %s, policy %s: %.0f of "
+                        "%.0f MiB of the subset cache budget in use; its Selects with "
+                        "candidate_arms estimate propensities on the spot (%d x |C| Beta "
+                        "draws each)", self.id, policy.name, subset_cache_bytes() / 2**20,
+                        subset_cache_budget() / 2**20, policy.kernel.propensity_draws)
 
     @property
     def arm_index(self) -> dict[str, int]:
@@ -241,7 +296,7 @@ class ExperimentRuntime:
 
     def adopt_statistics(self, previous: ExperimentRuntime) -> None:
         """Carry learned statistics over from the runtime this one replaces, and with
-        them the Thompson propensity caches built from them.
+        them the Thompson propensity caches (full-set and subset) built from them.
 
         Every status change and settings edit replaces a runtime; without its caches
         the new one would be cold, and the experiment's next calls would wait for
@@ -257,6 +312,7 @@ class ExperimentRuntime:
                 if hasattr(policy.kernel, "adopt_propensities"):  # same code, same class
                     policy.kernel.adopt_propensities(old.kernel)
         self.cold = self._has_unbuilt_cache()
+        self.subset_cold = self._lacks_subset_cache()
 
     def load_statistics(self, rows: Iterable[tuple[str, str, float, float]]) -> None:
         """Set statistics from (policy, arm, pulls, reward_sum) rows of ``arm_stats``."""

@@ -27,6 +27,9 @@ from banditd.core_ext.policies.kernels import (
     Rng,
     ThompsonPolicy,
     UCB1Policy,
+    set_subset_cache_budget,
+    subset_cache_budget,
+    subset_cache_bytes,
 )
 from banditd.core_ext.policies.named import Decision, Policy, get_policy
 
@@ -52,4 +55,7 @@ __all__ = [
     "get_policy",
     "make_kernel",
     "params_from_dict",
+    "set_subset_cache_budget",
+    "subset_cache_budget",
+    "subset_cache_bytes",
 ]

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from banditd.core_ext import load_compiled
 
-_rng, _arms, _thompson, _ucb, _egreedy, _control = (
+_rng, _arms, _sample_ranks, _thompson, _ucb, _egreedy, _control = (
     load_compiled(f"banditd.core_ext.policies.{name}")
-    for name in ("_rng", "_arms", "_thompson", "_ucb", "_egreedy", "_control")
+    for name in ("_rng", "_arms", "_sample_ranks", "_thompson", "_ucb", "_egreedy", "_control")
 )
 
 Rng = _rng.Rng
@@ -25,6 +25,10 @@ ThompsonPolicy = _thompson.ThompsonPolicy
 UCB1Policy = _ucb.UCB1Policy
 EpsilonGreedyPolicy = _egreedy.EpsilonGreedyPolicy
 ControlPolicy = _control.ControlPolicy
+# Thompson's subset caches share one process-wide memory budget (``_sample_ranks``).
+subset_cache_bytes = _sample_ranks.bytes_in_use
+subset_cache_budget = _sample_ranks.budget
+set_subset_cache_budget = _sample_ranks.set_budget
 
 __all__ = [
     "ControlPolicy",
@@ -33,4 +37,7 @@ __all__ = [
     "Rng",
     "ThompsonPolicy",
     "UCB1Policy",
+    "set_subset_cache_budget",
+    "subset_cache_budget",
+    "subset_cache_bytes",
 ]

@@ -101,6 +101,8 @@ class Policy:
             index, propensity = kernel.select(None)
         else:
             candidates = np.fromiter((self._index[a] for a in arms), np.intp, len(arms))
+            if isinstance(kernel, ThompsonPolicy):  # exact subset propensities, as served
+                kernel.refresh_propensities(subsets=True)
             index, propensity = kernel.select(candidates)
         return Decision(self._arms[index], float(propensity))
 

@@ -94,6 +94,33 @@ async def test_propensity_refresher_brings_a_changed_thompson_cache_up_to_date()
     assert thompson.propensity_version == thompson.version
 
 
+async def test_propensity_refresher_builds_an_asked_for_subset_cache_and_redraws_it():
+    """A subset select on a kernel without a subset cache asks for one: the refresher
+    builds it (with no reward in between), and re-draws it once the statistics move."""
+    registry = Registry(Rng(8), SIGNER)
+    registry.upsert(_experiment(1, policies=("thompson", "ucb")))
+    thompson = registry.get("e1").policies[0].kernel
+    thompson.select(None)
+    thompson.select(np.array([0, 2], dtype=np.intp))  # on the spot, asks for a cache
+    assert thompson.refresh_due and thompson.subset_cache_bytes == 0
+
+    async def refreshed_until(done) -> None:
+        task = asyncio.create_task(PropensityRefresher(registry, interval=0.01).run())
+        try:
+            for _ in range(200):
+                await asyncio.sleep(0.01)
+                if done():
+                    break
+        finally:
+            task.cancel()
+
+    await refreshed_until(lambda: thompson.subset_cache_bytes > 0)
+    assert thompson.subset_cache_version == thompson.version and not thompson.refresh_due
+    thompson.update(2, 1.0)
+    await refreshed_until(lambda: thompson.subset_cache_version == thompson.version)
+    assert thompson.subset_cache_version == thompson.propensity_version == thompson.version
+
+
 def test_a_reloaded_experiment_keeps_its_thompson_caches_and_is_not_cold():
     registry = Registry(Rng(6), SIGNER)
     first = registry.upsert(_experiment(1, policies=("thompson", "ucb")))

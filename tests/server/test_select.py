@@ -391,3 +391,81 @@ async def test_an_edited_experiment_keeps_its_cache_and_builds_none(
     served = [r for r in replies if r.served_by == pb.POLICY]
     assert served  # half the traffic is in the experiment
     assert [r.propensity for r in served] == [cache[ARMS.index(r.arm)] for r in served]
+
+
+async def test_first_selects_with_candidates_wait_for_the_subset_cache(
+        migrated_db_url, start_server, monkeypatch):
+    """An experiment's first Selects with candidate_arms wait for its Thompson subset
+    cache, built once in a worker thread together with the full-set cache (one build,
+    not two); every Thompson decision then logs the exact frequency of the cached
+    sample mechanism (the kernel's action_distribution over the same candidates)."""
+    import threading
+
+    import numpy as np
+
+    from banditd.server.registry import ExperimentRuntime
+
+    await make_experiment(migrated_db_url, "movies", policies=("thompson", "control"))
+    running = await start_server()
+    builds: list[tuple[str, int]] = []
+    full_builds: list[str] = []
+    build, build_full = ExperimentRuntime._build_subset_caches, ExperimentRuntime._build_caches
+
+    def counted(runtime):
+        builds.append(("subset", threading.get_ident()))
+        build(runtime)
+
+    def counted_full(runtime):
+        full_builds.append(runtime.id)
+        build_full(runtime)
+
+    monkeypatch.setattr(ExperimentRuntime, "_build_subset_caches", counted)
+    monkeypatch.setattr(ExperimentRuntime, "_build_caches", counted_full)
+    offered = ["arm-4", "arm-1", "arm-2"]
+    replies = await asyncio.gather(*(running.stub.Select(pb.SelectRequest(
+        experiment_id="movies", user_id=f"user-{i}", candidate_arms=offered))
+        for i in range(30)))
+    assert len(builds) == 1 and builds[0][1] != threading.get_ident()
+    assert full_builds == []                # the full-set cache came from the same draws
+    runtime = running.server.registry.get("movies")
+    assert not runtime.cold and not runtime.subset_cold
+    kernel = runtime.policies[0].kernel
+    assert kernel.subset_cache_version == kernel.propensity_version == 0
+    pi = kernel.action_distribution(np.array([ARMS.index(a) for a in offered], dtype=np.intp))
+    thompson = [r for r in replies if r.policy == "thompson"]
+    assert thompson and all(r.arm in offered for r in replies)
+    assert [r.propensity for r in thompson] == [pi[ARMS.index(r.arm)] for r in thompson]
+    # a full-set Select after it waits for nothing and reads the same full-set cache
+    await running.stub.Select(pb.SelectRequest(experiment_id="movies", user_id="all"))
+    assert full_builds == [] and len(builds) == 1
+
+
+async def test_full_set_selects_never_build_a_subset_cache(migrated_db_url, start_server):
+    await make_experiment(migrated_db_url, "plain", policies=("thompson", "control"))
+    running = await start_server()
+    for i in range(20):
+        await running.stub.Select(pb.SelectRequest(experiment_id="plain", user_id=f"u{i}"))
+    runtime = running.server.registry.get("plain")
+    assert runtime.subset_cold               # never asked: nothing built
+    assert runtime.policies[0].kernel.subset_cache_bytes == 0
+
+
+async def test_an_edited_experiment_keeps_its_subset_cache(migrated_db_url, start_server):
+    from banditd.server.experiment_store import update_settings
+
+    await make_experiment(migrated_db_url, "ramp", policies=("thompson", "control"))
+    running = await start_server()
+    await running.stub.Select(pb.SelectRequest(
+        experiment_id="ramp", user_id="u", candidate_arms=["arm-0", "arm-3"]))
+    first = running.server.registry.get("ramp")
+    conn = await connect(migrated_db_url)
+    try:
+        await update_settings(conn, "ramp", traffic_pct=0.5, actor="test")
+    finally:
+        await conn.close()
+    await wait_for(lambda: running.server.registry.get("ramp") is not first)
+    runtime = running.server.registry.get("ramp")
+    assert not runtime.subset_cold
+    kernel, old = runtime.policies[0].kernel, first.policies[0].kernel
+    assert kernel.subset_cache_bytes == old.subset_cache_bytes > 0
+    assert kernel.subset_cache_version == kernel.version

@@ -2,7 +2,7 @@
 propensity is in (0, 1], statistics never become NaN, bad input always raises and
 leaves the statistics unchanged, and ``action_distribution`` is a distribution over
 the candidates that agrees with select's propensity (exactly, but for Thompson's
-floor and its independent subset estimate)."""
+floor and its on-the-spot subset estimate when it has no subset cache)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from banditd.core_ext.policies import (
 FACTORIES = {
     "thompson": lambda p, s, r, d: ThompsonPolicy(
         p, s, r, alpha0=d(st.floats(1e-3, 50)), beta0=d(st.floats(1e-3, 50)),
-        propensity_draws=64, subset_draw_budget=64),
+        propensity_draws=64),
     "ucb": lambda p, s, r, d: UCB1Policy(p, s, r, c=d(st.floats(0, 5))),
     "egreedy": lambda p, s, r, d: EpsilonGreedyPolicy(
         p, s, r, epsilon=d(st.floats(0, 1)), decay=d(st.floats(0, 10))),
@@ -119,6 +119,13 @@ def test_action_distribution_is_select_s_distribution(policy, data) -> None:
         assert prop == pi[arm]
     elif len(cand) == k:
         assert prop == max(pi[arm], 1 / (policy.propensity_draws + 1))
+    else:   # with a subset cache, select logs the very distribution it samples from
+        policy.refresh_propensities(subsets=True)
+        pi = policy.action_distribution(arg)
+        assert math.isclose(pi.sum(), 1.0, rel_tol=0, abs_tol=1e-12)
+        assert np.all(np.delete(pi, cand) == 0.0)
+        arm, prop = policy.select(arg)
+        assert prop == pi[arm] > 0.0
 
 
 BAD_CANDIDATES = [

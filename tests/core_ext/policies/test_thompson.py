@@ -42,8 +42,10 @@ def test_choice_frequencies_match_exact_win_probabilities() -> None:
     assert np.all(np.abs(counts / n - truth) <= 4 * binomial_se(truth, n) + 1e-12)
 
 
-def test_subset_choice_frequencies_match_exact_win_probabilities() -> None:
-    policy = _policy(seed=3)
+def test_subset_choice_frequencies_without_a_cache_match_exact_win_probabilities() -> None:
+    """Without a subset cache the choice is a live draw over C, whatever M is (a small
+    M keeps the on-the-spot estimates that come with each choice cheap)."""
+    policy = _policy(seed=3, propensity_draws=16)
     cand = np.array([4, 0, 2], dtype=np.intp)
     truth = _truth(policy, cand)
     n = 30_000
@@ -51,6 +53,7 @@ def test_subset_choice_frequencies_match_exact_win_probabilities() -> None:
     freq = np.array([arms.count(a) for a in cand]) / n
     assert set(arms) <= set(cand.tolist())
     assert np.all(np.abs(freq - truth) <= 4 * binomial_se(truth, n))
+    assert policy.subset_cache_wanted and policy.subset_cache_bytes == 0
 
 
 def test_cached_propensity_is_within_4_se_of_truth() -> None:
@@ -65,17 +68,18 @@ def test_cached_propensity_is_within_4_se_of_truth() -> None:
     assert prop == est[arm]
 
 
-def test_subset_propensity_is_unbiased_within_4_se() -> None:
-    """Mean of n on-the-spot estimates, each from m = budget // |C| draws, for arm a:
-    SE sqrt(p(1-p) / (m · n_a))."""
-    policy = _policy(seed=5, subset_draw_budget=600)
+def test_subset_propensity_without_a_cache_is_unbiased_within_4_se() -> None:
+    """Mean of n on-the-spot estimates, each from M fresh samples over C, for arm a:
+    SE sqrt(p(1-p) / (M · n_a))."""
+    m = 200
+    policy = _policy(seed=5, propensity_draws=m)
     cand = np.array([1, 3, 0], dtype=np.intp)
     truth = dict(zip(cand.tolist(), _truth(policy, cand), strict=True))
-    m = 600 // 3
     props: dict[int, list[float]] = {}
     for _ in range(3000):
         arm, p = policy.select(cand)
         props.setdefault(arm, []).append(p)
+    assert policy.subset_cache_bytes == 0           # never refreshed: all on the spot
     for arm, ps in props.items():
         if len(ps) < 30:
             continue
@@ -224,7 +228,6 @@ def test_a_subset_that_is_every_arm_uses_the_cache() -> None:
     ({"beta0": -1.0}, "beta0"),
     ({"beta0": float("inf")}, "beta0"),
     ({"propensity_draws": 0}, "propensity_draws"),
-    ({"subset_draw_budget": 0}, "subset_draw_budget"),
 ])
 def test_bad_parameters_raise(kw: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
