@@ -98,7 +98,6 @@ class DefaultRewardWorker:
                     experiment_key=runtime.key,
                     policy_code=POLICY_CODES[row["policy"]],
                     served_by=_SERVED_BY_CODES[row["served_by"]],
-                    arm_index=runtime.arm_index[row["arm"]],
                     arm=row["arm"],
                     value=spec.default_reward,
                     normalised=spec.normalise_reward(spec.default_reward),

@@ -91,7 +91,6 @@ class PendingReward:
     experiment_key: int
     policy_code: int
     served_by: int
-    arm_index: int
     arm: str
     value: float
     normalised: float

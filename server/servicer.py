@@ -324,7 +324,6 @@ class DecisionServicer:
             experiment_key=key,
             policy_code=ref.policy_index,
             served_by=ref.served_by,
-            arm_index=ref.arm_index,
             arm=runtime.arms[ref.arm_index],
             value=value,
             normalised=spec.normalise_reward(value),

@@ -55,6 +55,7 @@ def test_the_server_installs_only_under_banditd(wheels):
     assert compiled == {f"banditd/core_ext/{room}/{module}" for room, module in (
         ("policies", "_rng"), ("policies", "_arms"), ("policies", "_thompson"),
         ("policies", "_ucb"), ("policies", "_egreedy"), ("policies", "_control"),
+            ("policies", "_sample_ranks"),
         ("codecs", "_wire"), ("codecs", "_decision_rows"), ("codecs", "_signing"),
         ("decider", "_decide"), ("decider", "_hashing"))}
 
