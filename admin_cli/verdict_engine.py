@@ -34,7 +34,7 @@ _PER_USER = """
 WITH per_user AS (
     SELECT d.policy, d.user_id, min(d.decided_at) AS first_at,
            count(r.decision_id) AS rewarded, coalesce(sum(r.value), 0) AS total
-    FROM decisions d LEFT JOIN rewards r USING (decision_id)
+    FROM decisions d LEFT JOIN rewards r USING (experiment_key, decided_at, decision_id)
     WHERE d.experiment_key = $1 AND d.served_by IN ('POLICY', 'CONTROL')
     GROUP BY d.policy, d.user_id
 )

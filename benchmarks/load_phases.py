@@ -536,9 +536,10 @@ async def asyncpg_commit(url: str, decision_ids: list[str], *, concurrency: int,
 
     setup = await connect(url)
     table = f"bench_commit_{'group' if group else 'row'}"
-    await setup.execute(f"""CREATE TABLE {table} (decision_id text PRIMARY KEY,
+    await setup.execute(f"""CREATE TABLE {table} (decision_id text,
         experiment_key int, policy text, arm text, served_by text, value float8, source text,
-        decided_at timestamptz, event_time timestamptz)""")
+        decided_at timestamptz, event_time timestamptz,
+        PRIMARY KEY (experiment_key, decided_at, decision_id))""")
     await setup.close()
     from datetime import UTC, datetime
 
@@ -552,10 +553,11 @@ async def asyncpg_commit(url: str, decision_ids: list[str], *, concurrency: int,
     clock = time.perf_counter
     end = clock() + duration
     insert_one = f"""INSERT INTO {table} VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-                     ON CONFLICT (decision_id) DO NOTHING"""
+                     ON CONFLICT (experiment_key, decided_at, decision_id) DO NOTHING"""
     insert_many = f"""INSERT INTO {table} SELECT * FROM unnest($1::text[], $2::int[],
         $3::text[], $4::text[], $5::text[], $6::float8[], $7::text[], $8::timestamptz[],
-        $9::timestamptz[]) ON CONFLICT (decision_id) DO NOTHING RETURNING decision_id"""
+        $9::timestamptz[]) ON CONFLICT (experiment_key, decided_at, decision_id) DO NOTHING
+        RETURNING decision_id"""
     queue: list[tuple[tuple, asyncio.Future]] = []
     ready = asyncio.Event()
     stop = False
@@ -625,7 +627,7 @@ async def bare_asyncpg(url: str, settings: Settings, n_ids: int,
            "asyncpg_group_commit_rows_per_s": group["rows_per_s"],
            "asyncpg_commit_method": (
                f"asyncpg_commit_rows_per_s: {concurrency} concurrent callers, one INSERT ... "
-               f"ON CONFLICT (decision_id) DO NOTHING transaction per row over a pool of "
+               "ON CONFLICT (the rewards' key) DO NOTHING transaction per row over a pool of "
                f"{row['connections']} connections; "
                f"asyncpg_group_commit_rows_per_s: {concurrency} producers, 2 committers each "
                "taking everything queued into one unnest INSERT ... ON CONFLICT DO NOTHING "

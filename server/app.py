@@ -39,6 +39,7 @@ from banditd.server.decision_log import DecisionLog
 from banditd.server.default_rewards import DefaultRewardWorker
 from banditd.server.demo_experiment import ensure_demo
 from banditd.server.heartbeat import Heartbeat
+from banditd.server.log_maintenance import LogMaintenance
 from banditd.server.metrics import METRICS
 from banditd.server.migrate import SchemaMismatchError, check_schema, migrate
 from banditd.server.propensity import PropensityRefresher
@@ -175,6 +176,7 @@ class BanditServer:
             asyncio.create_task(self.decision_log.run(), name="decision-log"),
             asyncio.create_task(self.committer.run(), name="reward-committer"),
             asyncio.create_task(self.default_rewards.run(), name="default-rewards"),
+            asyncio.create_task(LogMaintenance(self.pool).run(), name="log-maintenance"),
             asyncio.create_task(PropensityRefresher(registry).run(), name="propensities"),
             asyncio.create_task(
                 ReplicaSync(self.pool, registry, interval=config.sync_interval).run(),

@@ -40,7 +40,9 @@ JOIN decisions d ON d.experiment_key = w.key
     AND d.decided_at >= w.since
     AND d.decided_at < $4::timestamptz - make_interval(secs => w.window_s)
 WHERE d.served_by IN ('POLICY', 'CONTROL')
-  AND NOT EXISTS (SELECT 1 FROM rewards r WHERE r.decision_id = d.decision_id)
+  AND NOT EXISTS (SELECT 1 FROM rewards r
+                  WHERE r.experiment_key = d.experiment_key AND r.decided_at = d.decided_at
+                    AND r.decision_id = d.decision_id)
 ORDER BY d.decided_at
 LIMIT $5
 """

@@ -5,7 +5,8 @@ Migrations are the numbered SQL files in ``server/migrations`` (``0001_core.sql`
 together with its row in ``banditd_schema``, under an advisory lock so two
 concurrent ``banditctl migrate`` runs cannot both apply one. Running it again is a
 no-op. The server refuses to start unless the database is at exactly
-``SCHEMA_VERSION``.
+``SCHEMA_VERSION``. Each run also creates the decision log's partitions for the week
+ahead (``banditd.server.log_partitions``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
+
+from banditd.server.log_partitions import ensure_partitions
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _FILENAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
@@ -88,6 +91,7 @@ async def migrate(conn: asyncpg.Connection) -> list[Migration]:
             )
             applied.append(migration)
     await ensure_signing_key(conn)
+    await ensure_partitions(conn)
     return applied
 
 

@@ -13,9 +13,10 @@ once per group; as ``json`` every ``->>`` parsed its row's text again, eleven ti
 a row, which cost PostgreSQL 51-57 us of CPU per reward against 30-44 us now
 (backend CPU over 800 groups of 26). The statement
 
-1. inserts the reward rows with ``ON CONFLICT (decision_id) DO NOTHING
-   RETURNING decision_id`` — the unique key makes a retry, or the same reward sent
-   to another replica, a no-op that is detected at commit;
+1. inserts the reward rows with ``ON CONFLICT (experiment_key, decided_at, decision_id)
+   DO NOTHING RETURNING decision_id`` — the unique key (the id determines the other
+   two columns) makes a retry, or the same reward sent to another replica, a no-op
+   that is detected at commit;
 2. adds the rewards of step 1 that were applied and belong to learning decisions
    (served by a policy under test) into ``arm_stats``, in a fixed key order so
    concurrent committers never deadlock;
@@ -216,14 +217,7 @@ class RewardCommitter:
         try:
             not_applied, cells_json, committed_at = await conn.fetchrow(
                 _COMMIT_SQL, _rows(firsts))
-            existing = (
-                dict(await conn.fetch(
-                    "SELECT decision_id, source FROM rewards WHERE decision_id = ANY($1)",
-                    not_applied,
-                ))
-                if not_applied
-                else {}
-            )
+            existing = await _committed_sources(conn, firsts, not_applied) if not_applied else {}
         except Exception as exc:
             api_log.error("ERROR reward commit failed for %d rewards: %s", len(batch), exc)
             _fail(batch, RewardStoreUnavailable(f"reward store unavailable ({exc}); retry"))
@@ -326,6 +320,24 @@ def _fail(batch: list[PendingReward], exc: Exception) -> None:
             reward.future.set_exception(exc)
 
 
+async def _committed_sources(
+    conn, firsts: list[PendingReward], not_applied: list[str]
+) -> dict[str, str]:
+    """``{decision_id: source}`` of the committed rewards that ``not_applied`` met, read
+    by their key (a fresh snapshot: the conflicting row may have committed after the
+    commit statement's began)."""
+    keys = [r for r in firsts if r.decision_id in set(not_applied)]
+    return dict(await conn.fetch(
+        """SELECT r.decision_id, r.source
+           FROM unnest($1::int[], $2::float8[], $3::text[]) AS k(experiment_key, us, id)
+           JOIN rewards r ON r.experiment_key = k.experiment_key
+                         AND r.decided_at = to_timestamp(k.us / 1e6)
+                         AND r.decision_id = k.id""",
+        [r.experiment_key for r in keys], [float(r.decided_at_us) for r in keys],
+        [r.decision_id for r in keys],
+    ))
+
+
 def _rows(rewards: list[PendingReward]) -> list[tuple]:
     """The group as _COMMIT_SQL's JSON rows (positions as in its ``input``)."""
     return [
@@ -362,7 +374,7 @@ applied AS (
     SELECT decision_id, experiment_key, policy, arm, served_by, value, source, decided_at,
            event_time
     FROM input
-    ON CONFLICT (decision_id) DO NOTHING
+    ON CONFLICT (experiment_key, decided_at, decision_id) DO NOTHING
     RETURNING decision_id
 ),
 learned AS (

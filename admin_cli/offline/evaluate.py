@@ -180,7 +180,7 @@ async def fetch_logged_experiment(conn: asyncpg.Connection, experiment_id: str) 
     spec = experiment.spec
     rows = await conn.fetch(
         """SELECT d.arm, d.propensity, d.policy, d.candidates, r.value
-             FROM decisions d LEFT JOIN rewards r ON r.decision_id = d.decision_id
+             FROM decisions d LEFT JOIN rewards r USING (experiment_key, decided_at, decision_id)
             WHERE d.experiment_key = $1
             ORDER BY d.decided_at, d.decision_id""",
         experiment.key,

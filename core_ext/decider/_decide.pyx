@@ -142,7 +142,10 @@ cdef class Decider:
         ``now`` (epoch seconds) over ``candidates`` (an intp array of arm indices, or
         None for every arm), logged with the request's ``context_json`` (JSON text or
         None) and its latency since ``started`` (``time.perf_counter()``; None: 0). Raises
-        ValueError (kernel: bad candidates) before any state changes."""
+        ValueError (kernel: bad candidates) before any state changes.
+
+        The row's ``decided_at`` is the id's millisecond, not ``now``: a reward takes its
+        decision's time from the id, and the log's key and partitions include it."""
         cdef uint8_t served_by
         cdef uint64_t ms
         if not 0.0 <= now < 2.0 ** 48 / 1000.0:     # NaN fails too
@@ -161,7 +164,7 @@ cdef class Decider:
         if self._rows is not None:
             self._rows.add(decision_id, self.experiment_key, user_id,
                            slot_name, self._arms[arm], propensity,
-                           self._served_by_names[served_by], now,
+                           self._served_by_names[served_by], ms / 1000.0,
                            0.0 if started is None else perf_counter() - started,
                            context_json, self._arms, candidates)
         return decision_id, slot, arm, propensity, served_by

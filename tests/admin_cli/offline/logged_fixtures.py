@@ -10,6 +10,7 @@ import numpy as np
 
 from banditd.server.experiment import ExperimentSpec
 from banditd.server.experiment_store import create_experiment
+from banditd.server.log_partitions import ensure_partitions
 
 ARMS = ("a", "b", "c")
 MEANS = (0.2, 0.5, 0.8)  # P(reward = reward_max) per arm
@@ -39,6 +40,7 @@ async def write_logged_experiment(
     experiment = await create_experiment(conn, spec)
     rng = np.random.default_rng(seed)
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    await ensure_partitions(conn, t0.date(), t0.date() + timedelta(days=1))
     decisions, rewards = [], []
 
     def add(i: int, policy: str, arm: str, propensity: float, rewarded: bool) -> None:
@@ -149,6 +151,7 @@ async def write_subset_logged_experiment(
         for _ in range(n_users)
     ]
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    await ensure_partitions(conn, t0.date(), t0.date() + timedelta(days=1))
     decisions, rewards, offered = [], [], []
     for i in range(n):
         user = int(rng.integers(n_users))

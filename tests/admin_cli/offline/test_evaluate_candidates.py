@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
@@ -31,6 +31,7 @@ from banditd.admin_cli.offline.evaluate import (
 from banditd.core_ext.policies import Rng, make_kernel, params_from_dict
 from banditd.server.experiment import ExperimentSpec
 from banditd.server.experiment_store import create_experiment
+from banditd.server.log_partitions import ensure_partitions
 from tests.admin_cli.offline.logged_fixtures import (
     SUBSET_ARMS,
     write_subset_logged_experiment,
@@ -68,6 +69,7 @@ async def test_fetch_cleans_inconsistent_candidate_sets(db_conn):
                           reward_min=0.0, reward_max=1.0)
     experiment = await create_experiment(db_conn, spec)
     at = datetime(2026, 1, 1, tzinfo=UTC)
+    await ensure_partitions(db_conn, at.date(), at.date() + timedelta(days=1))
     rows = [  # (id, arm, propensity, candidates)
         ("d0", "a", 1 / 3, ["c", "b", "a"]),  # every arm, any order: a full-set request
         ("d1", "a", 1 / 2, ["a", "retired"]),  # unknown name dropped -> {a}
