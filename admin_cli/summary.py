@@ -1,5 +1,9 @@
 """``banditctl experiment summary``: how an experiment is doing, from PostgreSQL.
 
+Everything is read from the rollups (``banditd.server.rollups``), brought up to date
+first: the cost grows with the experiment's days and arms, not with its decisions,
+and the users are counted exactly (one rollup row per user).
+
 Per policy: configured vs actual share of users, users and decisions, reward
 rate with a 95 % confidence interval (Wilson for 0/1 rewards, t otherwise;
 ``banditd.admin_cli.stats.intervals``), cumulative reward; plus the latest guardrail
@@ -17,6 +21,7 @@ from banditd.admin_cli.stats.intervals import Interval, reward_interval
 from banditd.admin_cli.stats.sufficient import SampleStats
 from banditd.server.experiment import Experiment, utcnow
 from banditd.server.experiment_store import get_experiment
+from banditd.server.rollups import catch_up
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,27 +71,32 @@ class ExperimentSummary:
 async def experiment_summary(conn: asyncpg.Connection, experiment_id: str) -> ExperimentSummary:
     experiment = await get_experiment(conn, experiment_id)
     key = experiment.key
+    await catch_up(conn)
     usage = {
         r["policy"]: (r["users"], r["decisions"])
         for r in await conn.fetch(
-            """SELECT policy, count(DISTINCT user_id) AS users, count(*) AS decisions
-               FROM decisions WHERE experiment_key = $1 AND served_by IN ('POLICY', 'CONTROL')
-               GROUP BY policy""",
+            """SELECT policy, sum(users)::bigint AS users,
+                      (SELECT coalesce(sum(decisions), 0) FROM rollup_arm_days a
+                       WHERE a.experiment_key = u.experiment_key AND a.policy = u.policy
+                         AND a.served_by IN ('POLICY', 'CONTROL'))::bigint AS decisions
+               FROM rollup_user_days u WHERE experiment_key = $1 AND cohort = 'experiment'
+               GROUP BY experiment_key, policy""",
             key,
         )
     }
     outside = await conn.fetchval(
-        """SELECT count(DISTINCT user_id) FROM decisions
-           WHERE experiment_key = $1 AND served_by = 'OUTSIDE_TRAFFIC'""",
+        """SELECT coalesce(sum(users), 0)::bigint FROM rollup_user_days
+           WHERE experiment_key = $1 AND cohort = 'outside'""",
         key,
     )
     rewards = {
         r["policy"]: SampleStats(r["n"], r["s"], r["ss"])
         for r in await conn.fetch(
-            """SELECT policy, count(*)::float8 AS n, sum(value) AS s,
-                      sum(banditd_square(value)) AS ss
-               FROM rewards WHERE experiment_key = $1 AND served_by IN ('POLICY', 'CONTROL')
-               GROUP BY policy""",
+            """SELECT policy, sum(rewards) AS n, sum(reward_sum) AS s,
+                      sum(reward_sum_sq) AS ss
+               FROM rollup_arm_days
+               WHERE experiment_key = $1 AND served_by IN ('POLICY', 'CONTROL')
+               GROUP BY policy HAVING sum(rewards) > 0""",
             key,
         )
     }

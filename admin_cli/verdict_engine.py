@@ -4,8 +4,11 @@ The unit of analysis is the user (observations are then independent even when
 users return): each user's outcome is the sum of the rewards of their
 decisions, and a user belongs to the day of their first decision. Day 0 is the
 experiment's start day; the cumulative days are the looks of the sequential
-test (``banditd.admin_cli.stats.verdict``). Users are counted per policy from the
-decision log for the sample-ratio-mismatch test.
+test (``banditd.admin_cli.stats.verdict``). Users are counted per policy for the
+sample-ratio-mismatch test. All of it is read from the user
+rollup (``banditd.server.rollups``, exact: one row per user, summed per day as users
+arrive and their totals grow), so a run costs what the experiment's days and policies
+cost, not its decisions.
 
 The guardrail state fed to the engine comes from the stored guardrail runs:
 ``failing`` when each of the last three runs had a critical check, ``degraded``
@@ -27,24 +30,20 @@ from banditd.admin_cli.stats.verdict import (
     reach_verdict,
 )
 from banditd.server.experiment_store import get_experiment
+from banditd.server.rollups import catch_up
 
 _FAILING_RUNS = 3
 
+# The per-user sufficient statistics per policy and day, from the user rollup
+# (``rollup_user_days``: users by the experiment day of their first decision; n the
+# users with a reward, s and ss the sum and sum of squares of their totals).
 _PER_USER = """
-WITH per_user AS (
-    SELECT d.policy, d.user_id, min(d.decided_at) AS first_at,
-           count(r.decision_id) AS rewarded, coalesce(sum(r.value), 0) AS total
-    FROM decisions d LEFT JOIN rewards r USING (experiment_key, decided_at, decision_id)
-    WHERE d.experiment_key = $1 AND d.served_by IN ('POLICY', 'CONTROL')
-    GROUP BY d.policy, d.user_id
-)
-SELECT policy,
-       greatest(0, floor(extract(epoch FROM first_at - $2) / 86400))::int AS day,
-       count(*)::float8 AS users,
-       count(*) FILTER (WHERE rewarded > 0)::float8 AS n,
-       coalesce(sum(total) FILTER (WHERE rewarded > 0), 0)::float8 AS s,
-       coalesce(sum(banditd_square(total)) FILTER (WHERE rewarded > 0), 0)::float8 AS ss
-FROM per_user GROUP BY policy, day ORDER BY day
+SELECT policy, day, sum(users)::float8 AS users, sum(n)::float8 AS n,
+       sum(s)::float8 AS s, sum(ss)::float8 AS ss
+FROM rollup_user_days
+WHERE experiment_key = $1 AND cohort = 'experiment'
+GROUP BY policy, day HAVING sum(users) > 0
+ORDER BY day
 """
 
 
@@ -65,7 +64,8 @@ async def load_policy_data(conn: asyncpg.Connection, experiment) -> list[PolicyD
     start = experiment.start_at
     if start is None:
         return [PolicyData(name, SampleStats.empty(), 0.0) for name in experiment.spec.policies]
-    rows = await conn.fetch(_PER_USER, experiment.key, start)
+    await catch_up(conn)
+    rows = await conn.fetch(_PER_USER, experiment.key)
     days = max((r["day"] for r in rows), default=-1) + 1
     daily: dict[str, list[SampleStats]] = defaultdict(lambda: [SampleStats.empty()] * days)
     daily_users: dict[str, list[float]] = defaultdict(lambda: [0.0] * days)

@@ -99,7 +99,8 @@ async def test_latency_and_arm_share_are_read_from_the_decision_log(db_conn):
                            [("ucb", "arm-0", "POLICY", 150_000, f"u{i}") for i in range(100)])
     report = await check_guardrails(db_conn, "exp")
     by_name = {c.name: c for c in report.checks}
-    assert by_name["p95_latency_ms"].value == pytest.approx(150.0)
+    # the histogram's bucket edge: never below the exact 150 ms, at most 2^(1/16) above
+    assert 150.0 <= by_name["p95_latency_ms"].value <= 150.0 * 2 ** (1 / 16)
     assert by_name["p95_latency_ms"].status == "critical"
     assert (by_name["arm_share"].value, by_name["arm_share"].status) == (1.0, "critical")
     assert by_name["error_rate"].status == "insufficient_data"
