@@ -113,10 +113,12 @@ CREATE TABLE rollup_pending_rewards (
     PRIMARY KEY (experiment_key, decided_at, decision_id)
 );
 
--- The histogram bucket of a latency in microseconds (see rollup_latency_minutes).
+-- The histogram bucket of a latency in microseconds (see rollup_latency_minutes), in
+-- float8: numeric's log costs ten times more. A latency that is exactly a bucket edge
+-- may fall in the bucket below it, whose upper edge is then the latency itself.
 CREATE FUNCTION banditd_latency_bucket(latency_us integer) RETURNS smallint
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-RETURN floor(16 * log(2.0, greatest(latency_us, 1)::numeric))::smallint;
+RETURN floor(16 * ln(greatest(latency_us, 1)::float8) / ln(2.0::float8))::smallint;
 
 -- The decision engine's day of a user's first decision: whole days since the start.
 CREATE FUNCTION banditd_experiment_day(first_at timestamptz, start_at timestamptz)
@@ -153,16 +155,19 @@ BEGIN
             decided_at timestamptz, latency_us integer) ON COMMIT DELETE ROWS;
         CREATE TEMP TABLE rollup_new_rewards (
             experiment_key integer, decided_at timestamptz, decision_id text, policy text,
-            arm text, served_by text, value double precision, committed_at timestamptz)
-            ON COMMIT DELETE ROWS;
+            arm text, served_by text, value double precision, committed_at timestamptz,
+            user_id text) ON COMMIT DELETE ROWS;
     END IF;
     INSERT INTO rollup_new_decisions
     SELECT experiment_key, user_id, policy, arm, served_by, decided_at, latency_us
     FROM decisions WHERE written_xid >= lo AND written_xid < hi;
     GET DIAGNOSTICS rolled_decisions = ROW_COUNT;
+    -- each with its decision's user, when that decision's row is there already
     INSERT INTO rollup_new_rewards
-    SELECT experiment_key, decided_at, decision_id, policy, arm, served_by, value, committed_at
-    FROM rewards WHERE written_xid >= lo AND written_xid < hi;
+    SELECT r.experiment_key, r.decided_at, r.decision_id, r.policy, r.arm, r.served_by,
+           r.value, r.committed_at, d.user_id
+    FROM rewards r LEFT JOIN decisions d USING (experiment_key, decided_at, decision_id)
+    WHERE r.written_xid >= lo AND r.written_xid < hi;
     GET DIAGNOSTICS rolled_rewards = ROW_COUNT;
 
     -- Day and minute counts. Rows are added in key order, so two runs never deadlock
@@ -208,14 +213,15 @@ BEGIN
         reward_sum = t.reward_sum + EXCLUDED.reward_sum,
         reward_sum_sq = t.reward_sum_sq + EXCLUDED.reward_sum_sq;
 
-    -- The per-user part of the rewards needs each reward's user, from its decision:
-    -- the new rewards and those that waited, whose decision is there now.
-    INSERT INTO rollup_pending_rewards
-    SELECT experiment_key, decided_at, decision_id, value FROM rollup_new_rewards
-    WHERE served_by IN ('POLICY', 'CONTROL', 'OUTSIDE_TRAFFIC')
-    ON CONFLICT DO NOTHING;
-
-    WITH matched AS (
+    -- The per-user part of a reward needs its user, from its decision: the new rewards
+    -- whose decision is there, and those that waited for theirs and find it now.
+    WITH waiting AS (
+        INSERT INTO rollup_pending_rewards
+        SELECT experiment_key, decided_at, decision_id, value FROM rollup_new_rewards
+        WHERE user_id IS NULL AND served_by IN ('POLICY', 'CONTROL', 'OUTSIDE_TRAFFIC')
+        ON CONFLICT DO NOTHING
+    ),
+    matched AS (
         DELETE FROM rollup_pending_rewards p
         USING decisions d
         WHERE d.experiment_key = p.experiment_key AND d.decided_at = p.decided_at
@@ -232,6 +238,10 @@ BEGIN
         -- arrive here before that decision's own row is rolled up
         SELECT experiment_key, user_id, policy, served_by, decided_at, 0, 1, value
         FROM matched
+        UNION ALL
+        SELECT experiment_key, user_id, policy, served_by, decided_at, 0, 1, value
+        FROM rollup_new_rewards
+        WHERE user_id IS NOT NULL AND served_by IN ('POLICY', 'CONTROL', 'OUTSIDE_TRAFFIC')
     ),
     delta AS (
         SELECT experiment_key,
