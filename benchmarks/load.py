@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
 import sys
 import tempfile
@@ -35,6 +36,7 @@ from benchmarks.load_harness import (
     BENCH_DB_PREFIX,
     POLICIES,
     ROOT,
+    Placement,
     Server,
     prepare_database,
     start_banditd,
@@ -71,7 +73,7 @@ def settings_of(args: argparse.Namespace) -> Settings:
         mode=mode, **by_mode, arms=args.arms, channels=args.channels,
         batch_concurrency=args.batch_concurrency,
         memory_experiments=0 if args.skip_memory else args.memory_experiments,
-        memory_arms=args.memory_arms, embedded=args.embedded,
+        memory_arms=args.memory_arms, embedded=args.embedded, pin=args.pin,
         server_root=args.server_root.resolve() if args.server_root is not None else ROOT)
 
 
@@ -117,9 +119,14 @@ async def run_on(settings: Settings, log_dir: Path, admin_url: str) -> dict[str,
                            "database": "embedded" if settings.embedded else "local"}
     try:
         await prepare_database(url, arms)
-        banditd = start_banditd(url, log_dir, root=settings.server_root, admin_url=admin_url)
+        placement = Placement.split() if settings.pin else None
+        if placement is not None:
+            placement.pin_others([os.getpid()])
+        out["placement"] = placement.to_json() if placement else None
+        banditd = start_banditd(url, log_dir, root=settings.server_root, admin_url=admin_url,
+                                placement=placement)
         servers.append(banditd)
-        floor = start_floor(log_dir)
+        floor = start_floor(log_dir, placement)
         servers.append(floor)
         out["banditd_startup_seconds"] = round(await banditd.wait_serving(), 2)
         await floor.wait_serving()
@@ -210,6 +217,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--server-root", type=Path, default=None,
                         help="run banditd from this checkout instead (before/after comparisons)")
     parser.add_argument("--skip-memory", action="store_true", help="skip the memory case")
+    parser.add_argument("--no-pin", dest="pin", action="store_false",
+                        help="let the OS place the servers, the client and PostgreSQL "
+                             "(default: the servers get a core of their own)")
     return parser
 
 

@@ -7,6 +7,14 @@ absolute figures are lower than on a machine with a core per process, and they d
 The report gives the CPU each process used in every phase (banditd's PostgreSQL
 backends too) and a probe of how much CPU two busy processes really get
 (``machine.cpu_probe``).
+
+Placement. Left to the scheduler, the server under test shares both cores with the
+client and PostgreSQL, and its tail measures that contention: the slow requests come
+in bursts in which the server process is simply not running (what ``PYTHONASYNCIODEBUG``
+and the GC callbacks showed, benchmarks/RESULTS.md). A ``Placement`` gives the servers a
+core of their own and puts the client and banditd's PostgreSQL backends on the other,
+as in production, where a server has its cores and PostgreSQL its host. banditd and the
+floor get the same core, so every ratio compares like with like.
 """
 
 from __future__ import annotations
@@ -52,6 +60,34 @@ STEAL_WARN_CORES = 0.1
 
 
 # -- processes and databases ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Placement:
+    """CPUs for the servers under test, and for the client with banditd's PostgreSQL
+    backends (see the module doc)."""
+
+    servers: frozenset[int]
+    others: frozenset[int]
+
+    @classmethod
+    def split(cls) -> Placement | None:
+        """The last usable CPU for the servers, the rest for the others; None with
+        fewer than two usable CPUs."""
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            return None
+        return cls(frozenset(cpus[-1:]), frozenset(cpus[:-1]))
+
+    def pin_others(self, pids: list[int]) -> None:
+        """Move ``pids`` (and this process, the client, when it is among them) to the
+        others' CPUs; a process that has exited is skipped."""
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.sched_setaffinity(pid, self.others)
+
+    def to_json(self) -> dict[str, list[int]]:
+        return {"servers": sorted(self.servers), "client_and_postgres": sorted(self.others)}
 
 
 async def prepare_database(url: str, arms: tuple[str, ...]) -> None:
@@ -144,16 +180,21 @@ class Server:
     floor."""
 
     def __init__(self, name: str, cmd: list[str], port: int, log_dir: Path,
-                 cwd: Path = ROOT, backends: tuple[str, str] | None = None) -> None:
+                 cwd: Path = ROOT, backends: tuple[str, str] | None = None,
+                 placement: Placement | None = None) -> None:
         self.name = name
         self.port = port
         self.address = f"127.0.0.1:{port}"
         self.backends = backends
+        self.placement = placement
         self.stderr_path = log_dir / f"{name}.err"
         self._stderr = open(self.stderr_path, "w")  # noqa: SIM115 - closed in stop()
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        # set in the child before exec: every thread the server starts inherits it
+        pin = (None if placement is None
+               else lambda: os.sched_setaffinity(0, placement.servers))
         self.proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL,
-                                     stderr=self._stderr, env=env)
+                                     stderr=self._stderr, env=env, preexec_fn=pin)
 
     @property
     def pid(self) -> int:
@@ -194,25 +235,27 @@ class Server:
 
 def start_banditd(url: str | None, log_dir: Path, *, root: Path = ROOT,
                   admin_url: str | None = None, data_dir: Path | None = None,
-                  extra: tuple[str, ...] = ()) -> Server:
+                  extra: tuple[str, ...] = (), placement: Placement | None = None) -> Server:
     """``banditd serve`` on ``url`` (else the embedded default under ``data_dir``), run
     from the checkout ``root`` (``--server-root``: before/after comparisons), with the
-    ``extra`` flags (a flag given twice: the last one counts). Given ``admin_url``, its
-    PostgreSQL backends count in the CPU accounting."""
+    ``extra`` flags (a flag given twice: the last one counts), on ``placement``'s server
+    CPUs when given. Given ``admin_url``, its PostgreSQL backends count in the CPU
+    accounting (and move to the others' CPUs before every measured phase)."""
     port = free_port()
     cmd = [sys.executable, "-m", "banditd.server.main", "serve", "--port", str(port),
            "--metrics-port", "0", "--log-dir", str(log_dir), "--grace", "5"]
     cmd += ["--database-url", url] if url else ["--data-dir", str(data_dir)]
     cmd += extra
     backends = (admin_url, url) if admin_url and url else None
-    return Server(f"banditd-{port}", cmd, port, log_dir, cwd=root, backends=backends)
+    return Server(f"banditd-{port}", cmd, port, log_dir, cwd=root, backends=backends,
+                  placement=placement)
 
 
-def start_floor(log_dir: Path) -> Server:
+def start_floor(log_dir: Path, placement: Placement | None = None) -> Server:
     """The empty-handler floor server (``benchmarks.load_floor``) on a free port."""
     port = free_port()
     cmd = [sys.executable, "-m", "benchmarks.load_floor", "--port", str(port)]
-    return Server(f"floor-{port}", cmd, port, log_dir)
+    return Server(f"floor-{port}", cmd, port, log_dir, placement=placement)
 
 
 # -- CPU, memory and steal accounting ----------------------------------------------------
@@ -310,6 +353,8 @@ async def measured(server: Server, coro) -> Measured:
     while it ran."""
     await settle()
     pg = await postgres_backends(*server.backends) if server.backends else []
+    if server.placement is not None:
+        server.placement.pin_others(pg)  # the pool may have opened connections since
     s0, c0, w0 = process_cpu_seconds(server.pid), time.process_time(), time.perf_counter()
     p0, st0 = _cpu_of(pg), steal_seconds()
     result = await coro

@@ -109,6 +109,7 @@ class Settings:
     memory_experiments: int
     memory_arms: int
     embedded: bool
+    pin: bool  # servers on a core of their own (benchmarks.load_harness.Placement)
     server_root: Path
 
 
