@@ -7,13 +7,14 @@
 -- command runs before it reads, so a command sees every committed row.
 --
 -- Exactly once. Each log row carries the id of the transaction that wrote it
--- (written_xid, migration 0008). A run takes the oldest transaction id still running
--- (the xmin of a fresh snapshot): every transaction below it has committed or aborted,
--- so the committed rows with written_xid in [previous horizon, xmin) are all visible
--- and final; the run rolls those up and moves the horizon to xmin, in one transaction
--- (under an advisory lock: one run at a time). A row is therefore counted once, however
--- late it was written, whatever its decided_at. A long-running *writing* transaction
--- holds the horizon back until it ends (read-only ones do not: they have no xid).
+-- (written_xid, migration 0008). A run takes a horizon below which no transaction that
+-- could write the log is still running (banditd_rollup_horizon): every transaction
+-- below it has committed or aborted, so the committed rows with written_xid in
+-- [previous horizon, horizon) are all visible and final; the run rolls those up and
+-- moves the horizon, in one transaction (under an advisory lock: one run at a time). A
+-- row is therefore counted once, however late it was written, whatever its decided_at.
+-- A long-running *writing* transaction holds the horizon back until it ends (read-only
+-- ones do not: they have no xid).
 
 -- The horizon: every committed log row with written_xid below it has been rolled up.
 CREATE TABLE rollup_horizon (
@@ -125,6 +126,34 @@ CREATE FUNCTION banditd_experiment_day(first_at timestamptz, start_at timestampt
 RETURNS integer LANGUAGE sql IMMUTABLE PARALLEL SAFE
 RETURN greatest(0, floor(extract(epoch FROM first_at - coalesce(start_at, first_at)) / 86400))::int;
 
+-- The horizon a run may roll up to. The xmin of a snapshot is the oldest transaction
+-- running in the whole cluster; when this role can see every session
+-- (pg_read_all_stats, or a superuser) the transactions of other databases are left
+-- out, since they cannot write these tables and one long one would otherwise hold the
+-- rollups back. The snapshot comes first: a transaction not among the sessions read
+-- after it had either finished (the run's later statements see it) or took its xid
+-- after the snapshot (at or above its xmax). Prepared transactions count too.
+CREATE FUNCTION banditd_rollup_horizon() RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    snap pg_snapshot := pg_current_snapshot();
+    next_xid bigint := pg_snapshot_xmax(snap)::text::bigint;
+    oldest bigint;
+BEGIN
+    IF NOT pg_has_role('pg_read_all_stats', 'USAGE') THEN
+        RETURN pg_snapshot_xmin(snap)::text::bigint;
+    END IF;
+    PERFORM pg_stat_clear_snapshot();  -- sessions as they are now, not as cached
+    -- a 32-bit xid's full id is the one within 2^31 below next_xid
+    SELECT min(next_xid - ((next_xid - xid::text::bigint) & 4294967295)) INTO oldest
+    FROM (SELECT backend_xid AS xid FROM pg_stat_activity
+          WHERE datname = current_database() AND backend_xid IS NOT NULL
+            AND pid <> pg_backend_pid()
+          UNION ALL
+          SELECT transaction FROM pg_prepared_xacts
+          WHERE database = current_database()) running;
+    RETURN least(coalesce(oldest, next_xid), next_xid);
+END $$;
+
 -- Roll the log up to the current horizon; returns the decision and reward rows rolled
 -- up (0, 0 when another run holds the lock and `wait` is false).
 CREATE FUNCTION banditd_rollup(wait boolean DEFAULT true, OUT rolled_decisions bigint,
@@ -142,7 +171,7 @@ BEGIN
         RETURN;
     END IF;
     SELECT horizon INTO lo FROM rollup_horizon;
-    hi := pg_snapshot_xmin(pg_current_snapshot())::text::bigint;
+    hi := banditd_rollup_horizon();
     IF hi <= lo THEN
         RETURN;
     END IF;

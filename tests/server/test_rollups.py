@@ -200,6 +200,33 @@ async def test_rows_of_an_open_transaction_are_rolled_up_once_it_commits(migrate
         await conn.close()
 
 
+async def test_a_long_transaction_in_another_database_does_not_hold_rollups_back(
+        migrated_db_url):
+    """Only this database's writers bound the horizon (the tests connect as a superuser,
+    who can see every session)."""
+    from tests.conftest import create_database, drop_database
+
+    other_url = await create_database()
+    other = await connect(other_url)
+    conn = await connect(migrated_db_url)
+    try:
+        await other.execute("CREATE TABLE t (x int)")
+        transaction = other.transaction()
+        await transaction.start()
+        await other.execute("INSERT INTO t VALUES (1)")  # holds an xid, open
+        now = datetime.now(UTC).replace(microsecond=0)
+        experiment = await started_experiment(conn, now - timedelta(hours=1))
+        decisions, _ = generated_log(experiment.key, now - timedelta(minutes=30), 10, seed=2)
+        decisions = [(*d[:7], now, *d[8:]) for d in decisions]
+        await conn.copy_records_to_table("decisions", records=decisions, columns=DECISION_COLUMNS)
+        assert (await catch_up(conn)).decisions == 10
+        await transaction.rollback()
+    finally:
+        await other.close()
+        await conn.close()
+        await drop_database(other_url)
+
+
 async def test_a_server_rolls_the_log_up_by_itself(migrated_db_url, start_server):
     """Without any command running, a server keeps the rollups current."""
     from banditd.v1 import decision_pb2 as pb
