@@ -171,13 +171,18 @@ def show_command(db, as_json) -> None:
 @retention_group.command("apply")
 @click.option("--dry-run", is_flag=True, help="Show what would be dropped; drop nothing.")
 @_export_dir_option
+@click.option("--log-dir", envvar="BANDITD_LOG_DIR", default="logs", show_default=True,
+              help="Where workers.log records each dropped partition.")
 @database_options
 @json_option
-def apply_command(dry_run, export_dir, db, as_json) -> None:
+def apply_command(dry_run, export_dir, log_dir, db, as_json) -> None:
     """Drop every partition retention lets go now (what the scheduler does hourly).
 
     Exits 1 when a partition could not be dropped or its export failed (it is kept)."""
+    from banditd.server import logs
+
     check_export_dir(export_dir)
+    logs.configure(log_dir, console=False)
 
     async def apply():
         async with db.connection() as conn:

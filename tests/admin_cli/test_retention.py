@@ -142,7 +142,7 @@ async def test_an_override_extends_retention_only_for_the_days_its_experiment_wa
     await set_retention(conn, decisions=2, rewards=2, actor="test")
     await set_retention(conn, "long", decisions=9, rewards=None, actor="test")
 
-    today_, plans = await plan_retention(conn)
+    _, plans = await plan_retention(conn)
     kept_by = {(p.table, p.day): p.kept_by for p in plans}
     assert kept_by[("decisions", today - timedelta(days=8))] == "long"
     assert kept_by[("decisions", today - timedelta(days=5))] == "short"
