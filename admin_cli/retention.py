@@ -78,7 +78,7 @@ BeforeDrop = Callable[[date], Awaitable[Any]]
 FOREVER = "forever"
 _DURATION = re.compile(r"([0-9]{1,5})([dw])")
 _UNIT_DAYS = {"d": 1, "w": 7}
-# A setting's days are at most what a PostgreSQL integer holds; a century is plenty.
+# A century: a longer retention is "forever" in practice, and day + days stays a date.
 MAX_DAYS = 36_525
 # Serialises retention runs (session level: DETACH ... CONCURRENTLY cannot run in a
 # transaction, so a transaction-level lock could not cover a run).
@@ -199,15 +199,14 @@ async def _check_rule(conn: asyncpg.Connection, experiment_id: str | None,
         if days is not None and days < needed:
             governs = (f"experiment {worst_id!r}" if experiment_id
                        else f"every experiment without an override, among them {worst_id!r}")
+            advice = f"keep --{table} {needed}d or more" + (
+                "" if experiment_id else
+                ", or give that experiment an override (`banditctl retention set --experiment ID`)")
             raise RetentionConflict(
-                f"cannot {action}: {table} would be kept {days} days, but {governs} has a "
-                f"reward window of {window:g} s, which needs at least {needed} days (the "
-                "window in whole days plus one): a reward for a dropped day could be "
-                f"applied twice, and a default reward missed; keep --{table} {needed}d or "
-                "more"
-                + ("" if experiment_id else ", or give that experiment an override "
-                   "(`banditctl retention set --experiment ID`)")
-            )
+                f"cannot {action}: {table} would be kept {describe_days(days)}, but {governs} "
+                f"has a reward window of {window:g} s, which needs at least {needed} days (the "
+                "window in whole days plus one): a reward for a dropped day could be applied "
+                f"twice, and a default reward missed; {advice}")
 
 
 _UNCHANGED: Final = object()

@@ -23,6 +23,7 @@ from banditd.server.database import connect
 from banditd.server.experiment import ExperimentSpec
 from banditd.server.experiment_store import RetentionConflict, create_experiment
 from banditd.server.log_partitions import ensure_partitions, log_partitions
+from tests.conftest import wait_for
 
 DAY_S = 86_400
 
@@ -84,6 +85,22 @@ async def _log(conn, key: int, days: list[date], per_day: int = 3) -> None:
                            value, source, decided_at)
                        VALUES ($1, $2, 'ucb', 'a', 'POLICY', 1, 'client', $3)""",
                     decision_id, key, at)
+    await rolled_up(conn)
+
+
+async def rolled_up(conn) -> None:
+    """Wait until the rollup has counted every log row written so far. Its horizon is
+    the cluster's oldest running transaction id, so a transaction in another database
+    of the test server can hold it back for a while."""
+
+    async def done() -> bool:
+        await conn.fetchval("SELECT banditd_rollup()")
+        return await conn.fetchval(
+            """SELECT coalesce(greatest((SELECT max(written_xid) FROM decisions),
+                                        (SELECT max(written_xid) FROM rewards)), 0)
+                      < (SELECT horizon FROM rollup_horizon)""")
+
+    await wait_for(done, timeout=120, interval=0.2)
 
 
 async def _days(conn, table: str) -> set[date]:
@@ -261,6 +278,7 @@ async def test_a_partition_with_rows_not_yet_rolled_up_is_kept(db_conn, migrated
         await tx.rollback()
     finally:
         await holder.close()
+    await rolled_up(conn)
     report = await apply_retention(conn)
     assert old not in await _days(conn, "decisions")
     assert await conn.fetchval("SELECT sum(decisions) FROM rollup_arm_days") == 4
@@ -319,7 +337,7 @@ async def test_a_retention_shorter_than_a_governed_window_plus_a_day_is_refused(
 
     with pytest.raises(RetentionConflict, match=r"'week'.*at least 8 days"):
         await set_retention(conn, decisions=7, actor="test")
-    with pytest.raises(RetentionConflict, match=r"rewards would be kept 7 days"):
+    with pytest.raises(RetentionConflict, match=r"rewards would be kept 7d"):
         await set_retention(conn, decisions=30, rewards=7, actor="test")
     assert (await read_policy(conn)).deployment is None  # nothing written
 

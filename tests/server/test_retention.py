@@ -18,6 +18,7 @@ from banditd.server.experiment_store import RetentionConflict, create_experiment
 from banditd.server.log_partitions import ensure_partitions, log_partitions
 from banditd.server.registry import POLICY
 from banditd.v1 import decision_pb2 as pb
+from tests.admin_cli.test_retention import rolled_up
 from tests.conftest import ARMS, make_experiment
 
 
@@ -81,6 +82,7 @@ async def test_a_reward_for_a_dropped_day_is_refused_as_late_and_counts_nothing(
                source, decided_at)
            VALUES ($1, $2, 'ucb', $3, 'POLICY', 1, 'client', $4)""",
         old_id, experiment.key, ARMS[arm], decided)
+    await rolled_up(conn)
     await set_retention(conn, decisions=2, rewards=2, actor="test")
     report = await apply_retention(conn)
     assert {(p.table, p.day) for p in report.dropped} >= {("decisions", old_day),
