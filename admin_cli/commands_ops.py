@@ -7,6 +7,7 @@ import json
 import os
 import re
 from datetime import UTC, datetime, time, timedelta
+from pathlib import Path
 from typing import Any
 
 import click
@@ -367,10 +368,18 @@ async def _status_checks(db, redis_url: str | None, stale_after: float) -> list[
               help="UTC time of the daily verdict run (HH:MM).")
 @click.option("--window", default=300.0, show_default=True, type=click.FloatRange(1, 86_400),
               help="Guardrail window in seconds.")
+@click.option("--retention-every", default=3600.0, show_default=True,
+              type=click.FloatRange(60, 86_400),
+              help="Seconds between retention runs (partitions ahead, due ones dropped).")
+@click.option("--export-before-drop", "export_dir",
+              type=click.Path(file_okay=False, writable=True, path_type=Path),
+              help="Export each day as Parquet under DIR before retention drops it.")
 @click.option("--log-dir", envvar="BANDITD_LOG_DIR", default="logs", show_default=True)
 @database_options
-def scheduler_command(guardrail_every, verdict_at, window, log_dir, db) -> None:
-    """Run the guardrail job and the daily verdict engine until SIGTERM."""
+def scheduler_command(guardrail_every, verdict_at, window, retention_every, export_dir,
+                      log_dir, db) -> None:
+    """Run the guardrail job, the daily verdict engine and retention until SIGTERM."""
+    from banditd.admin_cli.commands_retention import check_export_dir
     from banditd.admin_cli.scheduler import Schedule, run_scheduler
     from banditd.server import logs
 
@@ -378,8 +387,11 @@ def scheduler_command(guardrail_every, verdict_at, window, log_dir, db) -> None:
         at = time.fromisoformat(verdict_at)
     except ValueError as exc:
         raise click.BadParameter(f"--verdict-at must be HH:MM, got {verdict_at!r}") from exc
+    check_export_dir(export_dir)
     logs.configure(log_dir)
-    schedule = Schedule(timedelta(seconds=guardrail_every), at, window)
+    schedule = Schedule(timedelta(seconds=guardrail_every), at, window,
+                        timedelta(seconds=retention_every), export_dir)
     click.echo(f"scheduler (pid {os.getpid()}): guardrails {schedule.describe('guardrails')}, "
-               f"verdict {schedule.describe('verdict')}", err=True)
+               f"verdict {schedule.describe('verdict')}, "
+               f"retention {schedule.describe('retention')}", err=True)
     run(run_scheduler(db.url, schedule))

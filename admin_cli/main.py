@@ -15,6 +15,7 @@ from banditd.admin_cli.commands_ops import (
     scheduler_command,
     status_command,
 )
+from banditd.admin_cli.commands_retention import retention_group
 from banditd.server import __version__
 
 
@@ -53,6 +54,7 @@ main.add_command(launch_command)
 for _command in (rollback_command, guardrails_group, decide_command, status_command,
                  scheduler_command, demo_command, *OFFLINE_COMMANDS):
     main.add_command(_command)
+main.add_command(retention_group)
 
 
 if __name__ == "__main__":

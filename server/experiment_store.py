@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import getpass
+import math
 from datetime import timedelta
 from typing import Any
 
@@ -39,6 +40,44 @@ class ExperimentNotFound(LookupError):
 
 class InvalidTransition(ValueError):
     """The requested life-cycle change is not allowed from the current status."""
+
+
+class RetentionConflict(InvalidTransition):
+    """A retention of the raw log shorter than a reward window it governs needs."""
+
+
+def min_retention_days(reward_window_seconds: float) -> int:
+    """The shortest retention, in days, that may govern an experiment with this reward
+    window: the window in whole days, rounded up, plus one day (the partition
+    granularity and the default-reward job's margin). ``banditd.admin_cli.retention``
+    explains why exactly-once needs it."""
+    return math.ceil(reward_window_seconds / 86_400) + 1
+
+
+async def lock_retention(conn: asyncpg.Connection) -> None:
+    """Serialise retention changes and experiment creation (inside the caller's
+    transaction): each checks the rule against what the other may be changing."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext('banditd_log_retention'))")
+
+
+async def _check_retention_allows(conn: asyncpg.Connection, spec: ExperimentSpec) -> None:
+    """Refuse a new experiment whose reward window the deployment's retention (which
+    governs it: a new experiment has no override) is too short for."""
+    await lock_retention(conn)
+    row = await conn.fetchrow(
+        "SELECT decisions_days, rewards_days FROM log_retention WHERE experiment_id IS NULL")
+    if row is None:
+        return
+    needed = min_retention_days(spec.reward_window_seconds)
+    for table in ("decisions", "rewards"):
+        days = row[f"{table}_days"]
+        if days is not None and days < needed:
+            raise RetentionConflict(
+                f"a reward window of {spec.reward_window_seconds:g} s needs the raw log kept "
+                f"at least {needed} days (the window in whole days plus one), but the "
+                f"deployment keeps {table} {days} days: shorten --reward-window, or first "
+                f"`banditctl retention set --{table} {needed}d`"
+            )
 
 
 def current_actor() -> str:
@@ -84,10 +123,13 @@ async def notify_change(conn: asyncpg.Connection, experiment_id: str) -> None:
 async def create_experiment(
     conn: asyncpg.Connection, spec: ExperimentSpec, *, actor: str | None = None
 ) -> Experiment:
-    """Insert a draft experiment; raises ``ValueError`` if the id is taken."""
+    """Insert a draft experiment; raises ``ValueError`` if the id is taken and
+    ``RetentionConflict`` if the deployment's retention is too short for its reward
+    window."""
     actor = actor or current_actor()
     spec.validate_for_write()
     async with conn.transaction():
+        await _check_retention_allows(conn, spec)
         try:
             placeholders = ", ".join(f"${i}" for i in range(1, len(_SPEC_FIELDS) + 1))
             row = await conn.fetchrow(
