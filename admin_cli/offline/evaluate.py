@@ -64,21 +64,38 @@ DR) with bootstrap intervals, the effective sample size and warnings.
 
 from __future__ import annotations
 
+import json
 import math
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
+from banditd.admin_cli.export import (
+    BATCH_ROWS,
+    FILE_NAME,
+    METADATA_KEY,
+    SCHEMA,
+    ExportedExperiment,
+    day_batches,
+    exported_experiment,
+)
 from banditd.admin_cli.offline.estimators import (
+    CellMoments,
     Estimate,
     EstimationConfig,
     LoggedData,
-    estimate_policy,
+    estimate_cells,
+    propensity_warnings,
+    usable_propensities,
 )
 from banditd.admin_cli.offline.replay import KernelFactory, core_ext_factory
 
@@ -154,14 +171,15 @@ class _CandidateSets:
     n_unknown: int = 0
     n_arm_missing: int = 0
 
-    def add(self, names: Sequence[str] | None, arm: int) -> int:
+    def add(self, names: Sequence[str] | None, arm: int, count: int = 1) -> int:
+        """The set index of ``count`` rows that chose ``arm`` among ``names``."""
         if names is None:
             return FULL_SET
         offered = {self.index[a] for a in names if a in self.index}
         if len(offered) < len(set(names)):
-            self.n_unknown += 1
+            self.n_unknown += count
         if arm not in offered:
-            self.n_arm_missing += 1
+            self.n_arm_missing += count
             offered.add(arm)
         if len(offered) == len(self.index):
             return FULL_SET
@@ -169,54 +187,165 @@ class _CandidateSets:
         return self.sets.setdefault(key, len(self.sets))
 
 
-async def fetch_logged_experiment(conn: asyncpg.Connection, experiment_id: str) -> LoggedExperiment:
-    """Read experiment ``experiment_id`` and its rewarded decisions.
+# Joins a request's candidate names into one string per row, so that pyarrow interns
+# the distinct lists in C; arm names are printable, so the unit separator is not one.
+_NAME_SEPARATOR = "\x1f"
+LOG_SCHEMA = pa.schema([SCHEMA.field(name)
+                        for name in ("policy", "arm", "propensity", "candidates", "reward")])
+
+
+def _codes(column: pa.Array, lookup: Callable[[str], int]) -> np.ndarray:
+    """``lookup`` of every value of a string column, looked up once per distinct value."""
+    encoded = column.dictionary_encode()
+    table = np.array([lookup(v) for v in encoded.dictionary.to_pylist()], dtype=np.int64)
+    return table[encoded.indices.to_numpy(zero_copy_only=False)] if table.size else table
+
+
+class LogReader:
+    """Builds a :class:`LoggedExperiment` from record batches of the export's columns
+    (``LOG_SCHEMA``), a batch at a time: per row it keeps the arm, the reward, the
+    propensity, a policy code and the index of its interned candidate set (about 30
+    bytes), never the batch."""
+
+    def __init__(self, experiment: ExportedExperiment) -> None:
+        self.experiment = experiment
+        self.index = {arm: i for i, arm in enumerate(experiment.arms)}
+        self._sets = _CandidateSets(self.index)
+        self._policies: dict[str, int] = {}
+        self._chunks: list[list[np.ndarray | None]] = []
+        self.rows = 0
+        self.n_pending = 0
+        self.n_unknown_arm = 0
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        self.rows += batch.num_rows
+        rewarded = batch.column("reward").is_valid().to_numpy(zero_copy_only=False)
+        arms = _codes(batch.column("arm"), lambda a: self.index.get(a, -1))
+        self.n_pending += int(batch.num_rows - rewarded.sum())
+        self.n_unknown_arm += int((rewarded & (arms < 0)).sum())
+        keep = np.flatnonzero(rewarded & (arms >= 0))
+        if keep.size == 0:
+            return
+        batch = batch.take(pa.array(keep))
+        arms = arms[keep]
+        policy = _codes(batch.column("policy"),
+                        lambda p: self._policies.setdefault(p, len(self._policies)))
+        joined = pc.binary_join(batch.column("candidates"), _NAME_SEPARATOR).dictionary_encode()
+        names = [None if d is None else (d.split(_NAME_SEPARATOR) if d else [])
+                 for d in joined.dictionary.to_pylist()]
+        listed = joined.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+        # one interning per distinct (candidate list, arm): the arm joins a set lacking it
+        k = len(self.index)
+        pairs, inverse, counts = np.unique((listed + 1) * k + arms, return_inverse=True,
+                                           return_counts=True)
+        set_of_pair = np.array(
+            [self._sets.add(None if d < 0 else names[d], arm, count)
+             for d, arm, count in zip((pairs // k - 1).tolist(), (pairs % k).tolist(),
+                                      counts.tolist(), strict=True)],
+            dtype=np.int32,
+        )
+        self._chunks.append([
+            arms.astype(np.int32),
+            batch.column("reward").to_numpy(zero_copy_only=False).astype(np.float64),
+            batch.column("propensity").to_numpy(zero_copy_only=False).astype(np.float64),
+            policy.astype(np.int16),
+            set_of_pair[inverse.ravel()],
+        ])
+
+    def finish(self) -> LoggedExperiment:
+        chunks, self._chunks = self._chunks, []
+        columns = []
+        for j, dtype in enumerate((np.int32, np.float64, np.float64, np.int16, np.int32)):
+            # one column at a time, each chunk's piece released once copied
+            columns.append(np.concatenate([c[j] for c in chunks]).astype(dtype, copy=False)
+                           if chunks else np.zeros(0, dtype))
+            for c in chunks:
+                c[j] = None
+        actions, values, propensities, policy, candidate_set = columns
+        names = np.array(list(self._policies), dtype=object)
+        spec = self.experiment
+        return LoggedExperiment(
+            experiment_id=spec.id,
+            arms=tuple(spec.arms),
+            policies=tuple(spec.policies),
+            policy_params={k: dict(v) for k, v in spec.policy_params.items()},
+            reward_min=spec.reward_min,
+            reward_max=spec.reward_max,
+            actions=actions,
+            values=values,
+            propensities=propensities,
+            logged_policy=names[policy] if names.size else np.zeros(0, dtype=object),
+            n_pending=self.n_pending,
+            n_unknown_arm=self.n_unknown_arm,
+            candidate_sets=tuple(self._sets.sets),  # dicts keep insertion order = set index
+            candidate_set=candidate_set,
+            n_unknown_candidate=self._sets.n_unknown,
+            n_arm_not_candidate=self._sets.n_arm_missing,
+        )
+
+
+RowProgress = Callable[[int], None]  # called with the rows of each batch read
+
+
+async def fetch_logged_experiment(
+    conn: asyncpg.Connection, experiment_id: str, on_rows: RowProgress | None = None
+) -> LoggedExperiment:
+    """Read experiment ``experiment_id`` and its rewarded decisions from the database,
+    one day partition at a time through a server-side cursor, in one snapshot.
 
     Raises ``banditd.server.experiment_store.ExperimentNotFound`` for an unknown id.
     """
-    from banditd.server.experiment_store import get_experiment
+    from banditd.server.log_partitions import log_partitions
 
-    experiment = await get_experiment(conn, experiment_id)
-    spec = experiment.spec
-    rows = await conn.fetch(
-        """SELECT d.arm, d.propensity, d.policy, d.candidates, r.value
-             FROM decisions d LEFT JOIN rewards r USING (experiment_key, decided_at, decision_id)
-            WHERE d.experiment_key = $1
-            ORDER BY d.decided_at, d.decision_id""",
-        experiment.key,
-    )
-    arms = tuple(spec.arms)
-    index = {arm: i for i, arm in enumerate(arms)}
-    pending = sum(1 for r in rows if r["value"] is None)
-    usable = [r for r in rows if r["value"] is not None and r["arm"] in index]
-    unknown = len(rows) - pending - len(usable)
-    actions = np.array([index[r["arm"]] for r in usable], dtype=np.int64)
-    interned = _CandidateSets(index)
-    candidate_set = np.array(
-        [interned.add(r["candidates"], int(a)) for r, a in zip(usable, actions, strict=True)],
-        dtype=np.int64,
-    )
-    return LoggedExperiment(
-        experiment_id=spec.id,
-        arms=arms,
-        policies=tuple(spec.policies),
-        policy_params={k: dict(v) for k, v in spec.policy_params.items()},
-        reward_min=float(spec.reward_min),
-        reward_max=float(spec.reward_max),
-        actions=actions,
-        values=np.array([r["value"] for r in usable], dtype=np.float64),
-        propensities=np.array(
-            [np.nan if r["propensity"] is None else r["propensity"] for r in usable],
-            dtype=np.float64,
-        ),
-        logged_policy=np.array([r["policy"] for r in usable], dtype=object),
-        n_pending=pending,
-        n_unknown_arm=unknown,
-        candidate_sets=tuple(interned.sets),  # dicts keep insertion order = set index
-        candidate_set=candidate_set,
-        n_unknown_candidate=interned.n_unknown,
-        n_arm_not_candidate=interned.n_arm_missing,
-    )
+    experiment = await exported_experiment(conn, experiment_id)
+    reader = LogReader(experiment)
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        days = sorted({p.day for p in await log_partitions(conn) if p.table == "decisions"})
+        for day in days:
+            async for batch in day_batches(conn, experiment.key, day, LOG_SCHEMA):
+                reader.add(batch)
+                if on_rows is not None:
+                    on_rows(batch.num_rows)
+    return reader.finish()
+
+
+class ExportNotFound(LookupError):
+    """No export of the experiment under the directory."""
+
+
+def read_parquet_experiment(
+    root: Path, experiment_id: str, on_rows: RowProgress | None = None
+) -> LoggedExperiment:
+    """Read experiment ``experiment_id``'s rewarded decisions from an export under
+    ``root`` (``banditd.admin_cli.export``), days in order, rows in the file's order:
+    the same rows in the same order as :func:`fetch_logged_experiment` reads, so the
+    same estimates. The experiment's configuration is the newest day's file metadata.
+
+    Raises :class:`ExportNotFound` when there is no such export, ``ValueError`` for
+    a file that is not one of banditctl's.
+    """
+    files = sorted((Path(root) / f"experiment={experiment_id}").glob(f"date=*/{FILE_NAME}"))
+    if not files:
+        raise ExportNotFound(
+            f"no export of experiment {experiment_id!r} under {root} (expected "
+            f"{root}/experiment={experiment_id}/date=YYYY-MM-DD/{FILE_NAME}; write one with "
+            f"`banditctl export --experiment {experiment_id} ... --out {root}`)"
+        )
+    metadata = pq.read_schema(files[-1]).metadata or {}
+    if METADATA_KEY not in metadata:
+        raise ValueError(f"{files[-1]} has no {METADATA_KEY.decode()} metadata: it was not "
+                         "written by banditctl export")
+    reader = LogReader(ExportedExperiment.from_json(json.loads(metadata[METADATA_KEY])))
+    for path in files:
+        source = pq.ParquetFile(path)
+        missing = set(LOG_SCHEMA.names) - set(source.schema_arrow.names)
+        if missing:
+            raise ValueError(f"{path} lacks the columns {', '.join(sorted(missing))}")
+        for batch in source.iter_batches(batch_size=BATCH_ROWS, columns=LOG_SCHEMA.names):
+            reader.add(batch)
+            if on_rows is not None:
+                on_rows(batch.num_rows)
+    return reader.finish()
 
 
 @dataclass(frozen=True)
@@ -277,9 +406,10 @@ class EvaluationReport:
         index = self.logged.candidate_index()
         sizes = self.logged.candidate_sizes()
         subset = index != FULL_SET
+        used = np.bincount(index[subset], minlength=len(self.logged.candidate_sets))
         return {
             "decisions_with_subset": int(subset.sum()),
-            "distinct_subsets": int(np.unique(index[subset]).size),
+            "distinct_subsets": int(np.count_nonzero(used)),
             "mean_size": float(sizes.mean()) if sizes.size else None,
         }
 
@@ -319,12 +449,19 @@ class EvaluationReport:
         }
 
 
+def per_arm_means(pulls: np.ndarray, reward_sum: np.ndarray) -> np.ndarray:
+    """Mean reward per arm from its pulls and reward sum; arms never pulled count at
+    the overall mean (0 when nothing was pulled)."""
+    seen = pulls > 0
+    total = float(pulls.sum())
+    overall = float(reward_sum.sum()) / total if total else 0.0
+    return np.where(seen, reward_sum / np.where(seen, pulls, 1.0), overall)
+
+
 def arm_means(actions: np.ndarray, rewards: np.ndarray, n_arms: int) -> np.ndarray:
     """Mean reward per arm; arms never seen count at the overall mean."""
-    counts = np.bincount(actions, minlength=n_arms).astype(np.float64)
-    sums = np.bincount(actions, weights=rewards, minlength=n_arms)
-    overall = rewards.mean() if rewards.size else 0.0
-    return np.where(counts > 0, sums / np.maximum(counts, 1.0), overall)
+    return per_arm_means(np.bincount(actions, minlength=n_arms).astype(np.float64),
+                         np.bincount(actions, weights=rewards, minlength=n_arms))
 
 
 def greedy_over(means: np.ndarray, candidates: Sequence[int] | None = None) -> np.ndarray:
@@ -410,6 +547,25 @@ def _logged_warnings(logged: LoggedExperiment) -> list[str]:
     return warnings
 
 
+_CELL_CHUNK = 1 << 20  # events pooled into cells at a time (bounds the temporaries)
+
+
+def _pool_cells(
+    group: np.ndarray, data: LoggedData, n_groups: int
+) -> CellMoments:
+    """The usable events pooled by (group, arm), ``_CELL_CHUNK`` events at a time."""
+    parts = []
+    for start in range(0, len(data), _CELL_CHUNK):
+        part = slice(start, start + _CELL_CHUNK)
+        p = data.propensities[part]
+        usable = usable_propensities(p)
+        parts.append(CellMoments.from_events(
+            group[part][usable], data.actions[part][usable], data.rewards[part][usable],
+            p[usable], n_groups, data.n_arms,
+        ))
+    return CellMoments.pooled(parts, n_groups, data.n_arms)
+
+
 def evaluate_experiment(
     logged: LoggedExperiment,
     candidates: Sequence[str],
@@ -427,45 +583,64 @@ def evaluate_experiment(
     if kernel_candidates and factory is None:
         factory = core_ext_factory(logged.policy_params, logged.arms)
     rng = np.random.default_rng(config.seed)
-    fold = rng.permutation(n) % 2  # 2-fold cross-fitting
-    rewards = data.rewards
-    set_index = logged.candidate_index()
+    fold = (rng.permutation(n) % 2).astype(np.int64)  # 2-fold cross-fitting
     sets = logged.candidate_sets
+    slots = len(sets) + 1  # per fold: the full set (slot 0), then each subset
+    group = fold * slots + (logged.candidate_index() + 1)
+    n_groups = 2 * slots
+    group_sizes = np.bincount(group, minlength=n_groups)
+    cells = _pool_cells(group, data, n_groups)
+    notes = propensity_warnings(data.propensities, config.estimation)
+    learned_key = (1 - fold) * k + data.actions  # each event teaches the other fold
+    pulls = np.bincount(learned_key, minlength=2 * k).reshape(2, k).astype(np.float64)
+    reward_sums = np.bincount(learned_key, weights=data.rewards,
+                              minlength=2 * k).reshape(2, k).astype(np.float64)
     results = []
     for cand in candidates:
-        pi = np.empty((n, k))
+        target = np.zeros((n_groups, k))
         for f in (0, 1):
-            learn = fold != f
-            scored = fold == f
-            full_rows = scored & (set_index == FULL_SET)
-            # the distinct candidate subsets of this fold, and each subset row's position
-            used, rows_set = np.unique(set_index[scored & ~full_rows], return_inverse=True)
-            if cand == "uniform":
-                distribution = partial(uniform_over, k)
-            elif cand == "greedy":
-                distribution = partial(greedy_over, arm_means(data.actions[learn],
-                                                              rewards[learn], k))
-            else:
-                assert factory is not None
-                pulls = np.bincount(data.actions[learn], minlength=k).astype(np.float64)
-                # astype: numpy's bincount of an empty fold is int64 even with float weights
-                reward_sum = np.bincount(data.actions[learn], weights=rewards[learn],
-                                         minlength=k).astype(np.float64)
-                seed = np.random.SeedSequence(config.seed, spawn_key=(f, zlib.crc32(cand.encode())))
-                distribution = factory(cand, pulls, reward_sum, seed).action_distribution
-                if cand == "thompson":
-                    distribution = partial(distribution, draws=config.draws)
-
-            if full_rows.any():
-                pi[full_rows] = distribution()
-            if used.size:
-                per_set = np.stack([distribution(sets[s]) for s in used.tolist()])
-                pi[scored & ~full_rows] = per_set[rows_set.ravel()]
-        estimates = estimate_policy(data, pi, config=config.estimation)
-        mean_dist = pi.mean(axis=0) if n else np.full(k, 1.0 / k)
+            present = np.flatnonzero(group_sizes[f * slots:(f + 1) * slots])
+            if present.size == 0:
+                continue
+            distribution = _distribution(cand, pulls[f], reward_sums[f], f, config, factory,
+                                         subsets=bool(present[-1] > 0))
+            for slot in present.tolist():
+                target[f * slots + slot] = distribution(sets[slot - 1]) if slot else \
+                    distribution()
+        estimates = estimate_cells(cells, target, config=config.estimation, warnings=notes)
+        mean_dist = group_sizes @ target / n if n else np.full(k, 1.0 / k)
         results.append(CandidateEvaluation(cand, mean_dist, estimates))
     logged_values = {}
     for policy in sorted(set(logged.logged_policy.tolist())):
         mask = logged.logged_policy == policy
         logged_values[policy] = (int(mask.sum()), float(logged.values[mask].mean()))
     return EvaluationReport(logged, tuple(results), logged_values, tuple(warnings))
+
+
+def _distribution(
+    cand: str,
+    pulls: np.ndarray,
+    reward_sum: np.ndarray,
+    fold: int,
+    config: EvaluateConfig,
+    factory: KernelFactory | None,
+    *,
+    subsets: bool,
+) -> Callable[..., np.ndarray]:
+    """``distribution(C=None)``: the candidate's arm distribution over the offered arms
+    after learning ``pulls`` / ``reward_sum`` (module docstring)."""
+    k = pulls.shape[0]
+    if cand == "uniform":
+        return partial(uniform_over, k)
+    if cand == "greedy":
+        return partial(greedy_over, per_arm_means(pulls, reward_sum))
+    assert factory is not None
+    seed = np.random.SeedSequence(config.seed, spawn_key=(fold, zlib.crc32(cand.encode())))
+    kernel = factory(cand, pulls, reward_sum, seed)
+    if cand == "thompson":
+        if subsets:
+            # the server's subset mechanism: M cached joint samples, read per set by
+            # counting (no posterior draws per set)
+            kernel.refresh_propensities(subsets=True, wait=True)
+        return partial(kernel.action_distribution, draws=config.draws)
+    return kernel.action_distribution
