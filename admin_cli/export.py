@@ -56,6 +56,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 BATCH_ROWS = 65_536
+# Joins a request's candidate names into one string ("candidates_joined"), for readers
+# that intern distinct lists as strings: arm names are printable, so it is none of them.
+NAME_SEPARATOR = "\x1f"
 FILE_NAME = "part-0.parquet"
 METADATA_KEY = b"banditd.experiment"
 _TIMESTAMP = pa.timestamp("us", tz="UTC")
@@ -94,6 +97,7 @@ _COLUMN_SQL = {
     "propensity": "d.propensity",
     "served_by": "d.served_by",
     "candidates": "d.candidates",
+    "candidates_joined": f"array_to_string(d.candidates, chr({ord(NAME_SEPARATOR)}))",
     "server_id": "d.server_id",
     "latency_us": "d.latency_us",
     "context": "d.context::text",
