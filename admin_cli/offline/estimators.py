@@ -18,17 +18,19 @@ Interval: the delta method (van der Vaart 1998, "Asymptotic Statistics", ch. 3).
 Each estimator is ``g(tbar)`` of the sample mean of per-event terms ``t_i``; its
 linearisation ``g(tbar) - g(mu) ~ grad g . (tbar - mu)`` gives the influence value
 ``psi_i = grad g(tbar) . t_i`` and ``Var g(tbar) ~ Var(psi) / n`` (the sandwich
-variance of a ratio for SNIPS, Swaminathan & Joachims 2015, sec. 4; the same for
-the fitted reward model of DM/DR, whose per-arm means are ratios of term means).
+variance of a ratio, as for self-normalised importance sampling in Owen 2013,
+ch. 9, for SNIPS; the same for the fitted reward model of DM/DR, whose per-arm
+means are ratios of term means).
 Each estimator returns ``psi`` per cell as coefficients ``c`` of ``(1, r, 1/p, r/p)``;
 ``sum psi`` and ``sum psi^2`` are then linear in the cells' power sums, and the
 interval is the Wald interval ``g(tbar) +- z_{1-alpha/2} sqrt(Var(psi) / n)``.
-It replaces a percentile bootstrap, whose cost is (resamples x events): at 10^7
-events that is hours, and the delta method is its first-order equivalent (both are
-justified by the same asymptotics; Efron & Tibshirani 1993, ch. 21). It ignores the
-noise of a target learned on other events (cross-fitting keeps it independent of the
-events scored, as the bootstrap did) and, like any normal interval, under-covers
-when a few huge weights dominate: the effective sample size below says when.
+Why not a percentile bootstrap: its cost is resamples x events, so it grows with
+the log, while the delta method is its first-order equivalent (both rest on the same
+asymptotics; Efron & Tibshirani 1993, ch. 21) at a cost that does not. Like a
+bootstrap that does not re-learn the target, it ignores the noise of a target
+learned on other events (cross-fitting keeps it independent of the events scored)
+and, like any normal interval, under-covers when a few huge weights dominate: the
+effective sample size below says when.
 
 The effective sample size of the weights, ``ESS = (sum w)^2 / sum w^2`` (Kong 1992;
 Owen 2013, "Monte Carlo theory, methods and examples", ch. 9), says how many events

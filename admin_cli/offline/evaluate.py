@@ -240,12 +240,10 @@ class LogReader:
         self._sets = _CandidateSets(self.index)
         self._policies: dict[str, int] = {}
         self._chunks: list[list[np.ndarray | None]] = []
-        self.rows = 0
         self.n_pending = 0
         self.n_unknown_arm = 0
 
     def add(self, batch: pa.RecordBatch) -> None:
-        self.rows += batch.num_rows
         rewarded = batch.column("reward").is_valid().to_numpy(zero_copy_only=False)
         arms = _codes(batch.column("arm"), lambda a: self.index.get(a, -1))
         self.n_pending += int(batch.num_rows - rewarded.sum())
