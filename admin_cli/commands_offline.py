@@ -1,4 +1,4 @@
-"""``banditctl load-movielens``, ``replay`` and ``evaluate``: offline studies.
+"""``banditctl load-movielens``, ``replay``, ``evaluate`` and ``export``: offline studies.
 
 - ``load-movielens PATH``: read a MovieLens edition (ml-100k ``u.data``/``u.item``,
   ``ratings.csv``/``movies.csv``, RecBole ``.inter``/``.item``) into PostgreSQL,
@@ -6,11 +6,15 @@
 - ``replay``: the replay method (Li et al. 2011) on a uniformly logged stream built
   from ratings (``--dataset`` loaded in PostgreSQL, or ``--path`` read from files
   without a database): table, JSON, and a PNG of cumulative reward rate.
+- ``export``: an experiment's decisions joined with their rewards as Parquet,
+  hive-partitioned by experiment and day (:mod:`banditd.admin_cli.export`).
 - ``evaluate ID``: off-policy estimates (IPS, SNIPS, DM, DR) of candidate policies
-  on an experiment's logged decisions.
+  on an experiment's logged decisions, read from the database or from an export
+  (``--from-parquet DIR``).
 
 Exit codes follow :mod:`banditd.admin_cli.cli_support`: 1 run-time failure, 2 bad input
-(usage, or a file that is not MovieLens), 3 unknown experiment or dataset, 5
+(usage, a file that is not MovieLens or not an export), 3 unknown experiment,
+dataset or export, 5
 database unreachable or not migrated.
 """
 
@@ -384,39 +388,43 @@ def _print_replay(result, png: Path, json_path: Path) -> None:
 @click.argument("experiment_id")
 @click.option("--policies", help="Candidate policies: core_ext policies plus greedy and uniform "
               "(default: the experiment's policies, greedy, uniform).")
-@click.option("--bootstrap", "n_bootstrap", type=click.IntRange(min=2), default=1000,
-              show_default=True, help="Bootstrap resamples per interval.")
 @click.option("--confidence", type=click.FloatRange(0.5, 1.0, max_open=True), default=0.95,
               show_default=True, help="Confidence level of the intervals.")
 @click.option("--min-propensity", type=click.FloatRange(0.0, 1.0, max_open=True), default=0.01,
               show_default=True, help="Warn about logged propensities below this.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Seed of the fold split, the kernels and the bootstrap.")
+              help="Seed of the fold split and the kernels.")
+@click.option("--from-parquet", "parquet_dir",
+              type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Read the log from a `banditctl export` directory instead of the database.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
 @database_options
 @json_option
 def evaluate_command(
     experiment_id: str,
     policies: str | None,
-    n_bootstrap: int,
     confidence: float,
     min_propensity: float,
     seed: int,
+    parquet_dir: Path | None,
+    quiet: bool,
     db,
     as_json: bool,
 ) -> None:
     """Estimate candidate policies' value from experiment EXPERIMENT_ID's logged decisions.
 
     Off-policy estimates with IPS, self-normalised IPS, the direct method and doubly
-    robust, each with a bootstrap interval and the effective sample size of the
+    robust, each with a delta-method interval and the effective sample size of the
     importance weights. Each candidate is scored as the arm distribution it would
-    play after learning from the log (2-fold cross-fitted).
+    play after learning from the log (2-fold cross-fitted). The log is read from the
+    database, or with --from-parquet from an export (the same estimates on the same
+    rows).
     """
     from banditd.admin_cli.offline.estimators import EstimationConfig
     from banditd.admin_cli.offline.evaluate import (
         FIXED_CANDIDATES,
         EvaluateConfig,
         evaluate_experiment,
-        fetch_logged_experiment,
     )
 
     candidates = parse_list(policies, "policies") if policies is not None else None
@@ -424,16 +432,9 @@ def evaluate_command(
         _kernel_policies("--policies", candidates, FIXED_CANDIDATES)
     config = EvaluateConfig(
         seed=seed,
-        estimation=EstimationConfig(
-            n_bootstrap=n_bootstrap, alpha=1 - confidence, seed=seed, min_propensity=min_propensity
-        ),
+        estimation=EstimationConfig(alpha=1 - confidence, min_propensity=min_propensity),
     )
-
-    async def fetch():
-        async with db.connection() as conn:
-            return await fetch_logged_experiment(conn, experiment_id)
-
-    logged = run(fetch())
+    logged = _read_log(db, experiment_id, parquet_dir, quiet or as_json)
     if candidates is None:
         candidates = (*logged.policies, *(c for c in FIXED_CANDIDATES if c not in logged.policies))
     report = evaluate_experiment(logged, candidates, config)
@@ -473,4 +474,124 @@ def evaluate_command(
                     warn(f"{cand.candidate}: {message}")
 
 
-OFFLINE_COMMANDS = (load_movielens_command, replay_command, evaluate_command)
+def _read_log(db, experiment_id: str, parquet_dir: Path | None, quiet: bool):
+    """The experiment's log from the database or an export, with a row counter."""
+    from banditd.admin_cli.offline.evaluate import (
+        ExportNotFound,
+        fetch_logged_experiment,
+        read_parquet_experiment,
+    )
+
+    with _progress(not quiet, MofNCompleteColumn()) as progress:
+        task = progress.add_task("reading decisions", total=None) if progress else None
+
+        def on_rows(rows: int) -> None:
+            if progress is not None and task is not None:
+                progress.advance(task, rows)
+
+        if parquet_dir is None:
+            async def fetch():
+                async with db.connection() as conn:
+                    return await fetch_logged_experiment(conn, experiment_id, on_rows)
+
+            return run(fetch())
+        try:
+            return read_parquet_experiment(parquet_dir, experiment_id, on_rows)
+        except ExportNotFound as exc:
+            raise CliError(str(exc), EXIT_NOT_FOUND) from exc
+        except (ValueError, OSError) as exc:
+            raise CliError(f"cannot read the export: {exc}", EXIT_USAGE) from exc
+
+
+# --------------------------------------------------------------------------- export
+
+
+def _writable_directory(out: Path) -> None:
+    """Create ``out`` if needed and check a file can be written there (exit 2 if not)."""
+    import tempfile
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".banditctl-probe-"):
+            pass
+    except OSError as exc:
+        raise CliError(f"cannot write to --out {out}: {exc.strerror or exc}; choose a "
+                       "directory you can write to", EXIT_USAGE) from exc
+
+
+@click.command("export")
+@click.option("--experiment", "experiment_id", required=True, help="Experiment id.")
+@click.option("--since", type=click.DateTime(formats=["%Y-%m-%d"]), required=True,
+              help="First UTC day to export (YYYY-MM-DD).")
+@click.option("--until", type=click.DateTime(formats=["%Y-%m-%d"]), required=True,
+              help="Last UTC day to export, included (YYYY-MM-DD).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Directory of the export (DIR/experiment=ID/date=YYYY-MM-DD/*.parquet).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@database_options
+@json_option
+def export_command(
+    experiment_id: str, since, until, out: Path, quiet: bool, db, as_json: bool
+) -> None:
+    """Export an experiment's decisions, joined with their rewards, as Parquet.
+
+    One file per UTC day from --since to --until, hive-partitioned by experiment and
+    date (the schema is in the README). Each day is streamed in batches and renamed
+    into place when complete: rerunning an export replaces those days whole.
+    """
+    from banditd.admin_cli.export import day_path, export_experiment_day, exported_experiment
+    from banditd.server.log_partitions import log_partitions
+
+    first, last = since.date(), until.date()
+    if first > last:
+        raise click.BadParameter(f"--since {first} is after --until {last}",
+                                 param_hint="--since / --until")
+    _writable_directory(out)
+    quiet = quiet or as_json
+
+    async def export():
+        async with db.connection() as conn:
+            experiment = await exported_experiment(conn, experiment_id)
+            days = sorted({p.day for p in await log_partitions(conn)
+                           if p.table == "decisions" and first <= p.day <= last})
+            written = []
+            with _progress(not quiet, MofNCompleteColumn(), TextColumn("{task.fields[rows]:,} rows")
+                           ) as progress:
+                task = (progress.add_task("exporting days", total=len(days), rows=0)
+                        if progress else None)
+                total = 0
+
+                def on_rows(rows: int) -> None:
+                    nonlocal total
+                    total += rows
+                    if progress is not None and task is not None:
+                        progress.update(task, rows=total)
+
+                for day in days:
+                    rows = await export_experiment_day(conn, experiment, day, out, on_rows)
+                    if rows:
+                        written.append({"date": day, "rows": rows,
+                                        "path": str(day_path(out, experiment.id, day))})
+                    if progress is not None and task is not None:
+                        progress.advance(task)
+            return written
+
+    try:
+        written = run(export())
+    except OSError as exc:
+        raise CliError(f"writing the export under {out} failed: {exc}") from exc
+    rows = sum(d["rows"] for d in written)
+    if as_json:
+        print_json({"experiment_id": experiment_id, "out": str(out), "since": first,
+                    "until": last, "rows": rows, "days": written})
+        return
+    print_table(
+        f"Exported {rows:,} decisions of {experiment_id} ({first} .. {last}) to {out}",
+        ["date", "rows", "file"],
+        [[d["date"], f"{d['rows']:,}", d["path"]] for d in written],
+    )
+    if not written:
+        click.echo(f"{experiment_id} has no decisions between {first} and {last}")
+
+
+OFFLINE_COMMANDS = (load_movielens_command, replay_command, evaluate_command, export_command)

@@ -1,23 +1,41 @@
 """Off-policy estimators of a target policy's value from logged bandit data.
 
-Notation (shapes in brackets): ``n`` logged events ``i`` with action ``a_i`` [n],
-reward ``r_i`` in [0, 1] [n] and logging propensity ``p_i = mu(a_i | x_i)`` [n]; a
-target policy ``pi(a | x_i)`` given per event [n, K] (or once [K] when it ignores
-the context); importance weights ``w_i = pi(a_i | x_i) / p_i``; a reward model
-``q(x_i, a)`` [n, K]. The value to estimate is ``V(pi) = E_x E_{a~pi}[r(x, a)]``.
+Notation (shapes in brackets): ``n`` logged events ``i`` with action ``a_i``, reward
+``r_i`` in [0, 1] and logging propensity ``p_i = mu(a_i | x_i)``; a target policy
+``pi(a | x_i)``; importance weights ``w_i = pi(a_i | x_i) / p_i``. The value to
+estimate is ``V(pi) = E_x E_{a~pi}[r(x, a)]``.
 
-Every estimator shares one skeleton (:class:`Estimator`): it maps each event to a
-small vector of *per-sample terms* [n, m]; the estimate is a function (``combine``)
-of the terms' sample means; the confidence interval is the percentile bootstrap
-over events (Efron & Tibshirani 1993, ch. 13) of that same function, so models
-fitted on the log (the per-arm reward model) are refitted in every resample.
-Estimators only define their terms and ``combine``.
+Events come pooled in *cells* (:class:`CellMoments`): a cell is a (group, arm) pair,
+where events of one group share their target distribution ``pi_g`` [G, K] (the
+evaluation of an experiment's log groups by cross-fitting fold and candidate set;
+per-event input is one group per event). A cell keeps only the power sums
+``S_jk = sum_i r_i^j p_i^-k`` for j, k in {0, 1, 2}. Every estimator here is a smooth
+function of term means whose per-event terms are, within a cell, linear in
+``(1, r, 1/p, r/p)``, so the nine sums determine both the estimate and its variance:
+the cost of an estimate is O(cells), whatever the number of events.
+
+Interval: the delta method (van der Vaart 1998, "Asymptotic Statistics", ch. 3).
+Each estimator is ``g(tbar)`` of the sample mean of per-event terms ``t_i``; its
+linearisation ``g(tbar) - g(mu) ~ grad g . (tbar - mu)`` gives the influence value
+``psi_i = grad g(tbar) . t_i`` and ``Var g(tbar) ~ Var(psi) / n`` (the sandwich
+variance of a ratio, as for self-normalised importance sampling in Owen 2013,
+ch. 9, for SNIPS; the same for the fitted reward model of DM/DR, whose per-arm
+means are ratios of term means).
+Each estimator returns ``psi`` per cell as coefficients ``c`` of ``(1, r, 1/p, r/p)``;
+``sum psi`` and ``sum psi^2`` are then linear in the cells' power sums, and the
+interval is the Wald interval ``g(tbar) +- z_{1-alpha/2} sqrt(Var(psi) / n)``.
+Why not a percentile bootstrap: its cost is resamples x events, so it grows with
+the log, while the delta method is its first-order equivalent (both rest on the same
+asymptotics; Efron & Tibshirani 1993, ch. 21) at a cost that does not. Like a
+bootstrap that does not re-learn the target, it ignores the noise of a target
+learned on other events (cross-fitting keeps it independent of the events scored)
+and, like any normal interval, under-covers when a few huge weights dominate: the
+effective sample size below says when.
 
 The effective sample size of the weights, ``ESS = (sum w)^2 / sum w^2`` (Kong 1992;
-Owen 2013, "Monte Carlo theory, methods and examples", ch. 9), says how many
-events the estimate is really worth: ``n`` when ``pi`` equals the logging policy,
-far less when the two disagree. Events whose propensity is missing or outside
-(0, 1] cannot be reweighted and are left out, with a warning; propensities below
+Owen 2013, "Monte Carlo theory, methods and examples", ch. 9), says how many events
+the estimate is really worth. Events whose propensity is missing or outside (0, 1]
+cannot be reweighted and are left out, with a warning; propensities below
 ``min_propensity`` produce a warning because their weights dominate the estimate.
 """
 
@@ -30,15 +48,18 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
+from scipy import stats
 
 from banditd.admin_cli.stats.serialise import json_float
+
+POWERS = 3  # r^j p^-k sums for j, k in 0 .. POWERS - 1
 
 
 @dataclass(frozen=True)
 class LoggedData:
     """Logged bandit feedback, shapes ``(n,)``; rewards already normalised to [0, 1]."""
 
-    actions: np.ndarray  # int64 in [0, n_arms)
+    actions: np.ndarray  # int in [0, n_arms)
     rewards: np.ndarray  # float64 in [0, 1]
     propensities: np.ndarray  # float64; NaN where the log has none
     n_arms: int
@@ -62,16 +83,12 @@ class LoggedData:
 
 @dataclass(frozen=True)
 class EstimationConfig:
-    """Bootstrap and warning settings shared by every estimator."""
+    """Interval and warning settings shared by every estimator."""
 
-    n_bootstrap: int = 1000  # bootstrap resamples for the interval
     alpha: float = 0.05  # 1 - confidence level
-    seed: int = 0  # bootstrap resampling seed
     min_propensity: float = 0.01  # warn about logged propensities below this
 
     def __post_init__(self) -> None:
-        if self.n_bootstrap < 2:
-            raise ValueError(f"n_bootstrap must be >= 2, got {self.n_bootstrap}")
         if not 0.0 < self.alpha < 1.0:
             raise ValueError(f"alpha must be in (0, 1), got {self.alpha}")
         if not 0.0 <= self.min_propensity < 1.0:
@@ -105,34 +122,95 @@ class Estimate:
 
 
 @dataclass(frozen=True)
-class Prepared:
-    """The usable events with everything estimators need, shapes ``(n,)`` / ``(n, K)``."""
+class CellMoments:
+    """Events pooled by (group, arm): ``sums[c, j, k] = sum_{i in c} r_i^j p_i^-k``.
 
-    actions: np.ndarray
-    rewards: np.ndarray
-    propensities: np.ndarray
-    action_dist: np.ndarray  # pi(a | x_i), [n, K]
-    weights: np.ndarray  # w_i = pi(a_i | x_i) / p_i
+    Shapes: ``group``, ``arm`` (c,) int64, distinct pairs; ``sums`` (c, 3, 3).
+    """
+
+    group: np.ndarray
+    arm: np.ndarray
+    sums: np.ndarray
+    n_groups: int
+    n_arms: int
+
+    @classmethod
+    def from_events(
+        cls, group: np.ndarray, arm: np.ndarray, rewards: np.ndarray, propensities: np.ndarray,
+        n_groups: int, n_arms: int,
+    ) -> CellMoments:
+        """Pool events (every propensity in (0, 1]) into their cells."""
+        key = np.asarray(group, dtype=np.int64) * n_arms + np.asarray(arm, dtype=np.int64)
+        keys, inverse = np.unique(key, return_inverse=True)
+        inverse = inverse.ravel()
+        r_pow = (np.ones_like(rewards), rewards, rewards * rewards)
+        inv_p = 1.0 / propensities
+        p_pow = (np.ones_like(inv_p), inv_p, inv_p * inv_p)
+        sums = np.empty((keys.size, POWERS, POWERS))
+        for j in range(POWERS):
+            for k in range(POWERS):
+                sums[:, j, k] = np.bincount(inverse, weights=r_pow[j] * p_pow[k],
+                                            minlength=keys.size)
+        return cls(keys // n_arms, keys % n_arms, sums, n_groups, n_arms)
+
+    @classmethod
+    def pooled(cls, parts: Sequence[CellMoments], n_groups: int, n_arms: int) -> CellMoments:
+        """The cells of several disjoint sets of events, summed where they coincide."""
+        if not parts:
+            return cls(np.zeros(0, np.int64), np.zeros(0, np.int64),
+                       np.zeros((0, POWERS, POWERS)), n_groups, n_arms)
+        key = np.concatenate([p.group * n_arms + p.arm for p in parts])
+        keys, inverse = np.unique(key, return_inverse=True)
+        flat = np.concatenate([p.sums for p in parts]).reshape(key.size, POWERS * POWERS)
+        sums = np.stack([np.bincount(inverse.ravel(), weights=flat[:, m], minlength=keys.size)
+                         for m in range(POWERS * POWERS)], axis=1)
+        return cls(keys // n_arms, keys % n_arms, sums.reshape(-1, POWERS, POWERS),
+                   n_groups, n_arms)
 
     @property
     def n(self) -> int:
-        return int(self.actions.shape[0])
+        return round(self.sums[:, 0, 0].sum())
 
-    @property
-    def n_arms(self) -> int:
-        return int(self.action_dist.shape[1])
-
-    def onehot(self) -> np.ndarray:
-        """``1[a_i = a]`` [n, K]."""
-        out = np.zeros((self.n, self.n_arms))
-        out[np.arange(self.n), self.actions] = 1.0
-        return out
+    def group_sizes(self) -> np.ndarray:
+        """Events per group, (G,)."""
+        return np.bincount(self.group, weights=self.sums[:, 0, 0], minlength=self.n_groups)
 
 
-def effective_sample_size(weights: np.ndarray) -> float:
-    """``(sum w)^2 / sum w^2`` (Kong 1992); 0 when every weight is 0."""
-    sq = float(np.dot(weights, weights))
-    return float(weights.sum()) ** 2 / sq if sq > 0 else 0.0
+@dataclass(frozen=True)
+class Pooled:
+    """What the estimators read of cells under one target ``pi`` [G, K]."""
+
+    cells: CellMoments
+    target: np.ndarray  # pi_g(a), (G, K)
+    pi_cell: np.ndarray  # pi_g(a) of each cell's own arm, (c,)
+    n: int
+    nu: np.ndarray  # mean 1[a_i = a], (K,)
+    sigma: np.ndarray  # mean r_i 1[a_i = a], (K,)
+    P: np.ndarray  # mean pi_i(a), (K,)
+    W: np.ndarray  # mean w_i 1[a_i = a], (K,)
+    mu_wr: float  # mean w_i r_i
+    mu_w: float  # mean w_i
+
+    @classmethod
+    def of(cls, cells: CellMoments, target: np.ndarray) -> Pooled:
+        s, k = cells.sums, cells.n_arms
+        n = cells.n
+        pi_cell = target[cells.group, cells.arm]
+
+        def per_arm(weights: np.ndarray) -> np.ndarray:
+            return np.bincount(cells.arm, weights=weights, minlength=k) / n
+
+        return cls(
+            cells, target, pi_cell, n,
+            nu=per_arm(s[:, 0, 0]), sigma=per_arm(s[:, 1, 0]),
+            P=cells.group_sizes() @ target / n, W=per_arm(pi_cell * s[:, 0, 1]),
+            mu_wr=float(pi_cell @ s[:, 1, 1]) / n, mu_w=float(pi_cell @ s[:, 0, 1]) / n,
+        )
+
+    def ess(self) -> float:
+        """``(sum w)^2 / sum w^2`` (Kong 1992); 0 when every weight is 0."""
+        sq = float(self.pi_cell**2 @ self.cells.sums[:, 0, 2])
+        return (self.mu_w * self.n) ** 2 / sq if sq > 0 else 0.0
 
 
 def as_action_dist(action_dist: np.ndarray, n: int, n_arms: int) -> np.ndarray:
@@ -147,18 +225,19 @@ def as_action_dist(action_dist: np.ndarray, n: int, n_arms: int) -> np.ndarray:
     return pi
 
 
-def prepare(
-    data: LoggedData, action_dist: np.ndarray, config: EstimationConfig
-) -> tuple[Prepared, list[str]]:
-    """Drop events without a usable propensity, compute weights, collect warnings."""
-    pi = as_action_dist(action_dist, len(data), data.n_arms)
-    p = data.propensities
-    usable = np.isfinite(p) & (p > 0.0) & (p <= 1.0)
+def usable_propensities(p: np.ndarray) -> np.ndarray:
+    """Which propensities can reweight an event: finite and in (0, 1]."""
+    return np.isfinite(p) & (p > 0.0) & (p <= 1.0)
+
+
+def propensity_warnings(p: np.ndarray, config: EstimationConfig) -> list[str]:
+    """Warnings about missing or tiny logged propensities ``p`` (n,)."""
+    usable = usable_propensities(p)
     warnings: list[str] = []
-    n_bad = int(len(data) - usable.sum())
+    n_bad = int(p.shape[0] - usable.sum())
     if n_bad:
         warnings.append(
-            f"{n_bad} of {len(data)} logged events have no usable propensity "
+            f"{n_bad} of {p.shape[0]} logged events have no usable propensity "
             "(missing, <= 0 or > 1) and are left out"
         )
     tiny = usable & (p < config.min_propensity)
@@ -168,25 +247,18 @@ def prepare(
             f"(smallest {float(p[tiny].min()):.3g}): their importance weights dominate the "
             "IPS/SNIPS/DR estimates"
         )
-    actions = data.actions[usable]
-    pi_used = np.ascontiguousarray(pi[usable])
-    weights = pi_used[np.arange(actions.shape[0]), actions] / p[usable]
-    prepared = Prepared(actions, data.rewards[usable], p[usable], pi_used, weights)
-    return prepared, warnings
+    return warnings
 
 
 class Estimator(ABC):
-    """Skeleton: per-sample terms [n, m] → ``combine`` of their means → bootstrap interval."""
+    """Skeleton: a value from the pooled cells, and its influence ``psi`` per cell as
+    coefficients of ``(1, r, 1/p, r/p)`` (module docstring); the interval is shared."""
 
     name: ClassVar[str]
 
     @abstractmethod
-    def terms(self, prep: Prepared) -> np.ndarray:
-        """Per-sample terms, shape ``(n, m)``."""
-
-    @abstractmethod
-    def combine(self, means: np.ndarray) -> np.ndarray:
-        """Estimates from term means: ``(..., m)`` → ``(...)``."""
+    def linearise(self, pooled: Pooled) -> tuple[float, np.ndarray]:
+        """``(g(tbar), c)``: the estimate and its influence coefficients, (c, 4)."""
 
     def estimate(
         self,
@@ -198,22 +270,26 @@ class Estimator(ABC):
         return estimate_policy(data, action_dist, [self], config)[self.name]
 
 
+def _coefficients(pooled: Pooled, c0=0.0, c1=0.0, c2=0.0, c3=0.0) -> np.ndarray:
+    out = np.zeros((pooled.pi_cell.shape[0], 4))
+    for j, c in enumerate((c0, c1, c2, c3)):
+        out[:, j] = c
+    return out
+
+
 class IPS(Estimator):
     r"""Inverse propensity scoring (Horvitz & Thompson 1952, JASA 47(260)).
 
     .. math:: \hat V_{IPS} = \frac1n \sum_i w_i r_i, \quad w_i = \pi(a_i|x_i) / p_i
 
     Unbiased when every action ``pi`` can take has ``p > 0``; its variance grows with
-    the weights. Terms: ``[w_i r_i]`` (m = 1).
+    the weights. Influence: ``psi_i = w_i r_i``.
     """
 
     name = "ips"
 
-    def terms(self, prep: Prepared) -> np.ndarray:
-        return (prep.weights * prep.rewards)[:, None]
-
-    def combine(self, means: np.ndarray) -> np.ndarray:
-        return means[..., 0]
+    def linearise(self, pooled: Pooled) -> tuple[float, np.ndarray]:
+        return pooled.mu_wr, _coefficients(pooled, c3=pooled.pi_cell)
 
 
 class SNIPS(Estimator):
@@ -224,27 +300,17 @@ class SNIPS(Estimator):
 
     A weighted mean of observed rewards, so it always lies within [min r, max r];
     slightly biased, usually far less variable than IPS. Undefined (NaN) when every
-    weight is 0. Terms: ``[w_i r_i, w_i]`` (m = 2).
+    weight is 0. Influence of the ratio A/B of means: ``psi_i = (w_i r_i - V w_i) / B``.
     """
 
     name = "snips"
 
-    def terms(self, prep: Prepared) -> np.ndarray:
-        return np.column_stack([prep.weights * prep.rewards, prep.weights])
-
-    def combine(self, means: np.ndarray) -> np.ndarray:
-        num, den = means[..., 0], means[..., 1]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
-
-
-def _per_arm_means(sum_r: np.ndarray, count: np.ndarray) -> np.ndarray:
-    """The per-arm mean reward model ``q(a) = sum_{a_i=a} r_i / n_a`` from term means
-    ``(..., K)``; an arm never logged gets the overall mean reward."""
-    total = count.sum(axis=-1, keepdims=True)
-    overall = sum_r.sum(axis=-1, keepdims=True) / np.where(total > 0, total, 1.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count > 0, sum_r / np.where(count > 0, count, 1.0), overall)
+    def linearise(self, pooled: Pooled) -> tuple[float, np.ndarray]:
+        if pooled.mu_w <= 0:
+            return math.nan, _coefficients(pooled)
+        value = pooled.mu_wr / pooled.mu_w
+        pi = pooled.pi_cell / pooled.mu_w
+        return value, _coefficients(pooled, c2=-value * pi, c3=pi)
 
 
 class DirectMethod(Estimator):
@@ -253,10 +319,15 @@ class DirectMethod(Estimator):
 
     .. math:: \hat V_{DM} = \frac1n \sum_i \sum_a \pi(a|x_i)\, \hat q(x_i, a)
 
-    ``reward_model=None`` uses the per-arm mean reward ``q(a) = mean{r_i : a_i = a}``
-    fitted on the log (refitted in each bootstrap resample; an arm never logged gets
-    the overall mean). A fixed model [n, K] may be passed instead. No weights: low
-    variance, biased when the model is wrong.
+    ``reward_model=None`` uses the per-arm mean reward ``q(a) = sigma_a / nu_a`` fitted
+    on the log (``sigma_a``, ``nu_a``: means of ``r_i 1[a_i = a]`` and ``1[a_i = a]``;
+    an arm never logged gets the overall mean ``sigma / nu``), so
+    ``V = sum_a q(a) P_a`` with ``P_a`` the mean of ``pi(a|x_i)``. Its gradient gives
+    the influence of an event of arm a in group g:
+    ``psi = D_g + r P~_a / nu_a - sigma_a P~_a / nu_a^2 + U (r / nu - sigma / nu^2)``,
+    ``D_g = sum_b pi_g(b) q(b)``, ``P~ = P``, ``U = sum of P~`` over arms never logged.
+    A fixed model [K] or [G, K] (one row per group) may be passed instead: then
+    ``psi = D_g``. No weights: low variance, biased when the model is wrong.
     """
 
     name = "dm"
@@ -264,30 +335,44 @@ class DirectMethod(Estimator):
     def __init__(self, reward_model: np.ndarray | None = None):
         self.reward_model = reward_model
 
-    def _fixed_model(self, prep: Prepared) -> np.ndarray:
+    def _fixed_model(self, pooled: Pooled) -> np.ndarray:
         assert self.reward_model is not None
+        g, k = pooled.target.shape
         q = np.asarray(self.reward_model, dtype=np.float64)
-        if q.shape not in ((prep.n_arms,), (prep.n, prep.n_arms)):
+        if q.shape not in ((k,), (g, k)):
             raise ValueError(
-                f"reward model must have shape ({prep.n_arms},) or ({prep.n}, {prep.n_arms}), "
-                f"got {q.shape}"
+                f"reward model must have shape ({k},) or ({g}, {k}), got {q.shape}"
             )
-        return np.broadcast_to(q, (prep.n, prep.n_arms))
+        return np.broadcast_to(q, (g, k))
 
-    def terms(self, prep: Prepared) -> np.ndarray:
-        if self.reward_model is not None:
-            q = self._fixed_model(prep)
-            return np.einsum("ik,ik->i", prep.action_dist, q)[:, None]
-        onehot = prep.onehot()
-        # [r_i 1(a_i=a)]_a, [1(a_i=a)]_a, [pi(a|x_i)]_a
-        return np.hstack([onehot * prep.rewards[:, None], onehot, prep.action_dist])
+    def _target_mass(self, pooled: Pooled) -> np.ndarray:
+        """``P~_a``: what multiplies ``q(a)`` in the estimate."""
+        return pooled.P
 
-    def combine(self, means: np.ndarray) -> np.ndarray:
+    def linearise(self, pooled: Pooled) -> tuple[float, np.ndarray]:
         if self.reward_model is not None:
-            return means[..., 0]
-        k = means.shape[-1] // 3
-        q = _per_arm_means(means[..., :k], means[..., k : 2 * k])
-        return np.sum(q * means[..., 2 * k : 3 * k], axis=-1)
+            q = self._fixed_model(pooled)
+            d = np.einsum("gk,gk->g", pooled.target, q)
+            value = float(pooled.cells.group_sizes() @ d) / pooled.n
+            return value, _coefficients(pooled, c0=d[pooled.cells.group])
+        q, coef = self._fitted(pooled)
+        return float(q @ pooled.P), coef
+
+    def _fitted(self, pooled: Pooled) -> tuple[np.ndarray, np.ndarray]:
+        """The per-arm mean model ``q`` (K,) and the influence coefficients of
+        ``sum_a q(a) P~_a`` (the class docstring's formula)."""
+        nu, sigma = pooled.nu, pooled.sigma
+        seen = nu > 0
+        total_nu, total_sigma = float(nu.sum()), float(sigma.sum())
+        safe_nu = np.where(seen, nu, 1.0)
+        q = np.where(seen, sigma / safe_nu, total_sigma / total_nu)
+        mass = self._target_mass(pooled)
+        unseen = float(mass[~seen].sum())
+        d_sigma = np.where(seen, mass / safe_nu, 0.0) + unseen / total_nu
+        d_nu = np.where(seen, -sigma * mass / safe_nu**2, 0.0) - unseen * total_sigma / total_nu**2
+        arm = pooled.cells.arm
+        c0 = d_nu[arm] + (pooled.target @ q)[pooled.cells.group]
+        return q, _coefficients(pooled, c0=c0, c1=d_sigma[arm])
 
 
 class DoublyRobust(DirectMethod):
@@ -298,32 +383,30 @@ class DoublyRobust(DirectMethod):
 
     The direct method plus an importance-weighted correction of the model's error:
     unbiased when the propensities are right *or* the model is. With all ``w_i = 0``
-    it is exactly DM; with ``q = 0`` exactly IPS. Reward model as in
-    :class:`DirectMethod`.
+    it is exactly DM; with ``q = 0`` exactly IPS. With the fitted model
+    ``V = sum_a q(a) (P_a - W_a) + mean(w r)``, ``W_a`` the mean of ``w_i 1[a_i = a]``;
+    its influence is DM's with ``P~ = P - W``, plus ``w_i (r_i - q(a_i))``.
     """
 
     name = "dr"
 
-    def terms(self, prep: Prepared) -> np.ndarray:
-        if self.reward_model is not None:
-            q = self._fixed_model(prep)
-            q_logged = q[np.arange(prep.n), prep.actions]
-            dm = np.einsum("ik,ik->i", prep.action_dist, q)
-            return (dm + prep.weights * (prep.rewards - q_logged))[:, None]
-        onehot = prep.onehot()
-        wr = (prep.weights * prep.rewards)[:, None]
-        # DM terms, then w_i r_i, then [w_i 1(a_i=a)]_a
-        return np.hstack([super().terms(prep), wr, onehot * prep.weights[:, None]])
+    def _target_mass(self, pooled: Pooled) -> np.ndarray:
+        return pooled.P - pooled.W
 
-    def combine(self, means: np.ndarray) -> np.ndarray:
+    def linearise(self, pooled: Pooled) -> tuple[float, np.ndarray]:
+        pi = pooled.pi_cell
         if self.reward_model is not None:
-            return means[..., 0]
-        k = (means.shape[-1] - 1) // 4
-        q = _per_arm_means(means[..., :k], means[..., k : 2 * k])
-        dm = np.sum(q * means[..., 2 * k : 3 * k], axis=-1)
-        # mean_i w_i (r_i - q(a_i)) = mean(w r) - sum_a q(a) mean(w 1[a_i = a])
-        correction = means[..., 3 * k] - np.sum(q * means[..., 3 * k + 1 :], axis=-1)
-        return dm + correction
+            dm, coef = super().linearise(pooled)
+            q_cell = self._fixed_model(pooled)[pooled.cells.group, pooled.cells.arm]
+            correction = pooled.mu_wr - float(q_cell * pi @ pooled.cells.sums[:, 0, 1]) / pooled.n
+        else:
+            q, coef = self._fitted(pooled)
+            dm = float(q @ pooled.P)
+            q_cell = q[pooled.cells.arm]
+            correction = pooled.mu_wr - float(q @ pooled.W)
+        coef[:, 2] = -q_cell * pi
+        coef[:, 3] = pi
+        return dm + correction, coef
 
 
 ESTIMATORS: dict[str, type[Estimator]] = {
@@ -339,7 +422,61 @@ def default_estimators() -> list[Estimator]:
     return [IPS(), SNIPS(), DirectMethod(), DoublyRobust()]
 
 
-_BOOTSTRAP_CELLS = 4_000_000  # resample-count cells per matrix product (memory bound)
+def _influence_variance(cells: CellMoments, coef: np.ndarray) -> float:
+    """``Var(psi)`` over the events, with ``psi = c . (1, r, 1/p, r/p)`` per cell:
+    ``sum psi`` and ``sum psi^2`` expanded into the power sums ``S_jk``."""
+    s = cells.sums
+    c0, c1, c2, c3 = coef.T
+    total = c0 * s[:, 0, 0] + c1 * s[:, 1, 0] + c2 * s[:, 0, 1] + c3 * s[:, 1, 1]
+    square = (
+        c0**2 * s[:, 0, 0] + c1**2 * s[:, 2, 0] + c2**2 * s[:, 0, 2] + c3**2 * s[:, 2, 2]
+        + 2 * (c0 * c1 * s[:, 1, 0] + c0 * c2 * s[:, 0, 1] + (c0 * c3 + c1 * c2) * s[:, 1, 1]
+               + c1 * c3 * s[:, 2, 1] + c2 * c3 * s[:, 1, 2])
+    )
+    n = cells.n
+    return max(float(square.sum()) / n - (float(total.sum()) / n) ** 2, 0.0)
+
+
+def estimate_cells(
+    cells: CellMoments,
+    target: np.ndarray,
+    estimators: Sequence[Estimator] | None = None,
+    config: EstimationConfig | None = None,
+    warnings: Sequence[str] = (),
+) -> Mapping[str, Estimate]:
+    """Every estimator's value of ``target`` (G, K) on the pooled ``cells``, with its
+    delta-method interval (module docstring); ``warnings`` are passed on."""
+    config = config or EstimationConfig()
+    estimators = list(estimators) if estimators is not None else default_estimators()
+    notes = list(warnings)
+    confidence = 1.0 - config.alpha
+    if cells.n == 0:
+        notes.append("no logged events with a usable propensity: nothing to estimate")
+        nan = float("nan")
+        return {
+            e.name: Estimate(e.name, nan, nan, nan, confidence, 0, 0.0, tuple(notes))
+            for e in estimators
+        }
+    pooled = Pooled.of(cells, target)
+    ess = pooled.ess()
+    if ess < 0.01 * pooled.n or ess < 10:
+        notes.append(
+            f"effective sample size {ess:.1f} of {pooled.n} events: the target policy rarely "
+            "takes the logged actions, so IPS/SNIPS/DR are unreliable"
+        )
+    z = float(stats.norm.ppf(1 - config.alpha / 2))
+    out: dict[str, Estimate] = {}
+    for e in estimators:
+        value, coef = e.linearise(pooled)
+        own = list(notes)
+        if math.isnan(value):
+            low = high = math.nan
+            own.append(f"{e.name}: undefined on this log (all importance weights are 0)")
+        else:
+            half = z * math.sqrt(_influence_variance(cells, coef) / pooled.n)
+            low, high = value - half, value + half
+        out[e.name] = Estimate(e.name, value, low, high, confidence, pooled.n, ess, tuple(own))
+    return out
 
 
 def estimate_policy(
@@ -348,60 +485,15 @@ def estimate_policy(
     estimators: Sequence[Estimator] | None = None,
     config: EstimationConfig | None = None,
 ) -> Mapping[str, Estimate]:
-    """Every estimator's value of ``action_dist`` on ``data``; all share the resamples."""
+    """Every estimator's value of ``action_dist`` ([K] or per event [n, K]) on
+    ``data``: each usable event is its own group."""
     config = config or EstimationConfig()
-    estimators = list(estimators) if estimators is not None else default_estimators()
-    prep, warnings = prepare(data, action_dist, config)
-    confidence = 1.0 - config.alpha
-    if prep.n == 0:
-        warnings.append("no logged events with a usable propensity: nothing to estimate")
-        nan = float("nan")
-        return {
-            e.name: Estimate(e.name, nan, nan, nan, confidence, 0, 0.0, tuple(warnings))
-            for e in estimators
-        }
-    ess = effective_sample_size(prep.weights)
-    if ess < 0.01 * prep.n or ess < 10:
-        warnings.append(
-            f"effective sample size {ess:.1f} of {prep.n} events: the target policy rarely "
-            "takes the logged actions, so IPS/SNIPS/DR are unreliable"
-        )
-    terms = [e.terms(prep) for e in estimators]
-    points = [float(e.combine(t.mean(axis=0))) for e, t in zip(estimators, terms, strict=True)]
-    boot = _bootstrap(estimators, terms, prep.n, config)
-    out: dict[str, Estimate] = {}
-    for e, point, values in zip(estimators, points, boot, strict=True):
-        notes = list(warnings)
-        finite = values[np.isfinite(values)]
-        if math.isnan(point) or finite.size < 2:
-            low = high = float("nan")
-            notes.append(f"{e.name}: undefined on this log (all importance weights are 0)")
-        else:
-            low, high = np.quantile(finite, [config.alpha / 2, 1 - config.alpha / 2])
-            if finite.size < values.size:
-                notes.append(
-                    f"{e.name}: {values.size - finite.size} of {values.size} bootstrap "
-                    "resamples were undefined and are left out of the interval"
-                )
-        out[e.name] = Estimate(
-            e.name, point, float(low), float(high), confidence, prep.n, ess, tuple(notes)
-        )
-    return out
-
-
-def _bootstrap(
-    estimators: Sequence[Estimator], terms: Sequence[np.ndarray], n: int, config: EstimationConfig
-) -> list[np.ndarray]:
-    """Percentile-bootstrap replicates: resample events with replacement (as counts)
-    and recompute each estimator from the resampled term means."""
-    rng = np.random.default_rng(config.seed)
-    out = [np.empty(config.n_bootstrap) for _ in estimators]
-    batch = max(1, _BOOTSTRAP_CELLS // n)
-    for start in range(0, config.n_bootstrap, batch):
-        b = min(batch, config.n_bootstrap - start)
-        # b resamples of n events each, as per-event counts [b, n] (one bincount)
-        picks = rng.integers(0, n, size=(b, n)) + (np.arange(b) * n)[:, None]
-        counts = np.bincount(picks.ravel(), minlength=b * n).reshape(b, n).astype(np.float64)
-        for e, t, values in zip(estimators, terms, out, strict=True):
-            values[start : start + b] = e.combine(counts @ t / n)
-    return out
+    pi = as_action_dist(action_dist, len(data), data.n_arms)
+    usable = usable_propensities(data.propensities)
+    n_used = int(usable.sum())
+    cells = CellMoments.from_events(
+        np.arange(n_used), data.actions[usable], data.rewards[usable],
+        data.propensities[usable], n_used, data.n_arms,
+    )
+    return estimate_cells(cells, np.ascontiguousarray(pi[usable]), estimators, config,
+                          propensity_warnings(data.propensities, config))

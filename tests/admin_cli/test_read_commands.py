@@ -22,7 +22,7 @@ READ_COMMANDS = (
     ("guardrails", "check", "{id}"),
     ("decide", "{id}"),
     ("status",),
-    ("evaluate", "{id}", "--bootstrap", "50"),
+    ("evaluate", "{id}"),
     ("migrate",),
 )
 POLICIES = ("thompson", "ucb", "egreedy", "control")

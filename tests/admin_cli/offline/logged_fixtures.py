@@ -25,6 +25,7 @@ async def write_logged_experiment(
     n_egreedy: int = 600,
     n_pending: int = 7,
     seed: int = 0,
+    step: timedelta = timedelta(seconds=1),
 ) -> None:
     """An experiment with arms a, b, c and rewards 0 or 10 (P = 0.2, 0.5, 0.8).
 
@@ -40,12 +41,13 @@ async def write_logged_experiment(
     experiment = await create_experiment(conn, spec)
     rng = np.random.default_rng(seed)
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
-    await ensure_partitions(conn, t0.date(), t0.date() + timedelta(days=1))
+    last = t0 + (n_control + n_egreedy + n_pending) * step
+    await ensure_partitions(conn, t0.date(), last.date())
     decisions, rewards = [], []
 
     def add(i: int, policy: str, arm: str, propensity: float, rewarded: bool) -> None:
         decision_id = f"{experiment_id}-{i}"
-        at = t0 + timedelta(seconds=i)
+        at = t0 + i * step
         served_by = "CONTROL" if policy == "control" else "POLICY"
         decisions.append((decision_id, experiment.key, f"user{i}", policy, arm, propensity,
                           served_by, at, 100, "test"))
@@ -126,6 +128,7 @@ async def write_subset_logged_experiment(
     full_share: float = 0.1,
     egreedy_share: float = 0.25,
     seed: int = 1,
+    step: timedelta = timedelta(seconds=1),
 ) -> SubsetLog:
     """An experiment with 6 arms (P(reward = 1) = 0.10 ... 0.85, rewards 0 or 1)
     whose requests mostly offer a per-user candidate subset, as ``Select`` with
@@ -136,7 +139,8 @@ async def write_subset_logged_experiment(
     NULL). Decisions are served by uniform control (propensity ``1/|C|``) or, for an
     ``egreedy_share``, by an ε-greedy logger (ε = 0.3) over the candidates that
     exploits the truly best candidate (propensity ``0.3/|C| + 0.7 [a best]``): the
-    logged propensity is always the probability *among the offered arms*.
+    logged propensity is always the probability *among the offered arms*. Decision
+    ``i`` is made at 2026-01-01 + ``i * step``.
     """
     spec = ExperimentSpec(
         id=experiment_id, name="OPE subsets", arms=SUBSET_ARMS,
@@ -151,7 +155,7 @@ async def write_subset_logged_experiment(
         for _ in range(n_users)
     ]
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
-    await ensure_partitions(conn, t0.date(), t0.date() + timedelta(days=1))
+    await ensure_partitions(conn, t0.date(), (t0 + n * step).date())
     decisions, rewards, offered = [], [], []
     for i in range(n):
         user = int(rng.integers(n_users))
@@ -168,7 +172,7 @@ async def write_subset_logged_experiment(
             arm = cand[int(rng.integers(m))]
             propensity = 1.0 / m
         decision_id = f"{experiment_id}-{i}"
-        at = t0 + timedelta(seconds=i)
+        at = t0 + i * step
         names = None if full else [SUBSET_ARMS[a] for a in cand]
         decisions.append((decision_id, experiment.key, f"user{user}", policy, SUBSET_ARMS[arm],
                           propensity, served_by, at, 100, "test", names))

@@ -166,7 +166,7 @@ async def _write_experiment(url: str) -> None:
 def test_evaluate_an_experiment(cli_db):
     asyncio.run(_write_experiment(cli_db))
     db = ["--database-url", cli_db]
-    result = invoke(evaluate_command, "exp-cli", "--bootstrap", "200", "--json", *db)
+    result = invoke(evaluate_command, "exp-cli", "--json", *db)
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
     assert [c["candidate"] for c in payload["candidates"]] == [
@@ -176,7 +176,7 @@ def test_evaluate_an_experiment(cli_db):
     assert any("no reward yet" in w for w in payload["warnings"])
 
     table = invoke(evaluate_command, "exp-cli", "--policies", "thompson,uniform",
-                   "--bootstrap", "100", *db)
+                   *db)
     assert table.exit_code == 0, table.output
     assert "thompson" in table.stdout and "snips" in table.stdout and "ESS" in table.stdout
     assert "no reward yet" in table.output  # the warning, on stderr

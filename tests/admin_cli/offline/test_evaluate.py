@@ -1,7 +1,7 @@
 """Off-policy evaluation of an experiment's log (admin_cli/offline/evaluate.py), real DB.
 
 The synthetic log (logged_fixtures.py) has arm means 2, 5 and 8 on a 0..10 scale, so
-uniform play is worth 5 and always playing ``c`` 8. Checks allow 4 bootstrap
+uniform play is worth 5 and always playing ``c`` 8. Checks allow 4 delta-method
 standard errors (the 95 % interval's half-width is ~2 of them).
 """
 
@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 from banditd.admin_cli.cli_support import json_text
-from banditd.admin_cli.offline.estimators import EstimationConfig
 from banditd.admin_cli.offline.evaluate import (
     EvaluateConfig,
     LoggedExperiment,
@@ -25,7 +24,7 @@ from banditd.admin_cli.offline.evaluate import (
 from banditd.server.experiment_store import ExperimentNotFound
 from tests.admin_cli.offline.logged_fixtures import ARMS, write_logged_experiment
 
-CONFIG = EvaluateConfig(draws=2000, estimation=EstimationConfig(n_bootstrap=300))
+CONFIG = EvaluateConfig(draws=2000)
 
 
 async def test_fetch_reads_rewarded_decisions_in_the_experiment_units(db_conn):

@@ -3,7 +3,7 @@
 The logged propensity is the probability among the arms a request offered, so every
 target policy must be restricted to those arms. The synthetic log
 (``write_subset_logged_experiment``) has known arm means, so each candidate's true
-value on the logged requests is known exactly; checks allow 4 bootstrap standard
+value on the logged requests is known exactly; checks allow 4 delta-method standard
 errors (the 95 % interval's half-width is ~2 of them).
 """
 
@@ -18,7 +18,7 @@ import pytest
 from scipy import integrate, stats
 
 from banditd.admin_cli.cli_support import json_text
-from banditd.admin_cli.offline.estimators import EstimationConfig, estimate_policy
+from banditd.admin_cli.offline.estimators import estimate_policy
 from banditd.admin_cli.offline.evaluate import (
     FULL_SET,
     EvaluateConfig,
@@ -37,7 +37,7 @@ from tests.admin_cli.offline.logged_fixtures import (
     write_subset_logged_experiment,
 )
 
-CONFIG = EvaluateConfig(draws=2000, estimation=EstimationConfig(n_bootstrap=300))
+CONFIG = EvaluateConfig(draws=2000)
 ALL_CANDIDATES = ("uniform", "greedy", "control", "egreedy", "thompson", "ucb")
 
 
