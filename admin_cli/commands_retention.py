@@ -18,12 +18,10 @@ from banditd.admin_cli.cli_support import (
 )
 from banditd.admin_cli.retention import (
     FOREVER,
-    ExportUnavailable,
     apply_retention,
     clear_retention,
     describe_days,
     export_hook,
-    load_exporter,
     parse_days,
     plan_retention,
     read_policy,
@@ -59,11 +57,8 @@ def check_export_dir(export_dir: Path | None) -> None:
         return
     try:
         export_dir.mkdir(parents=True, exist_ok=True)
-        load_exporter()
     except OSError as exc:
         raise CliError(f"--export-before-drop {export_dir}: {exc}", EXIT_USAGE) from exc
-    except ExportUnavailable as exc:
-        raise CliError(str(exc), EXIT_USAGE) from exc
 
 
 @click.group("retention")

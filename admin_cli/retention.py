@@ -40,11 +40,11 @@ run cut short between the two steps leaves a partition pending detach or a detac
 table; the next run finishes either. ``rollup_pending_rewards`` rows older than the
 oldest remaining decisions partition can never meet their decision, and are deleted.
 
-Export before drop. An optional async ``before_drop(day)`` hook (``--export-before-drop
-DIR`` wires ``banditd.admin_cli.export.export_day`` to it) runs once per day, before
-the first of that day's two partitions is dropped, so the day's decisions and rewards
-are exported together; the day's partitions are dropped only after it succeeded, and
-a hook that fails keeps them for the next run.
+Export before drop. An optional async ``before_drop(day)`` hook (``export_hook``:
+``--export-before-drop DIR`` wires ``banditd.admin_cli.export.export_day`` to it) runs
+once per day, before the first of that day's two partitions is dropped, so the day's
+decisions and rewards are exported together; the day's partitions are dropped only
+after it succeeded, and a hook that fails keeps them for the next run.
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ from typing import Any, Final
 
 import asyncpg
 
+from banditd.admin_cli.export import export_day
 from banditd.server.experiment_store import (
     InvalidTransition,
     RetentionConflict,
@@ -89,10 +90,6 @@ _ENDED = ("stopped", "rolled_back", "completed")
 
 class RetentionBusy(InvalidTransition):
     """Another retention run holds the lock."""
-
-
-class ExportUnavailable(RuntimeError):
-    """``--export-before-drop`` was given but the exporter cannot be imported."""
 
 
 def parse_days(text: str) -> int | None:
@@ -497,24 +494,9 @@ async def _forget_orphaned_pending(conn: asyncpg.Connection, plans: list[Partiti
     return int(status.split()[-1])
 
 
-def load_exporter() -> Callable[[asyncpg.Connection, date, Path], Awaitable[int]]:
-    """``banditd.admin_cli.export.export_day``, imported lazily so that retention without
-    export needs neither it nor pyarrow. Raises ``ExportUnavailable``."""
-    try:
-        from banditd.admin_cli.export import export_day
-    except ImportError as exc:
-        raise ExportUnavailable(
-            f"--export-before-drop needs the Parquet export (banditd.admin_cli.export and "
-            f"pyarrow), which cannot be imported here: {exc}; install it or run without "
-            "the flag") from exc
-    return export_day
-
-
 def export_hook(conn: asyncpg.Connection, out_dir: Path) -> BeforeDrop:
     """``before_drop`` that exports each day (every experiment's rows of that UTC day)
     as Parquet under ``out_dir``; returns the rows written."""
-    export_day = load_exporter()
-
     async def export(day: date) -> int:
         return await export_day(conn, day, out_dir)
 

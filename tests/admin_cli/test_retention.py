@@ -251,6 +251,28 @@ async def test_the_hook_runs_once_per_day_before_its_first_partition_goes(db_con
     assert await _days(conn, "rewards") & _span(today, 8, 3) == {failing}
 
 
+async def test_export_before_drop_writes_the_day_as_parquet_before_it_goes(db_conn, tmp_path):
+    import pyarrow.dataset as ds
+
+    from banditd.admin_cli.retention import export_hook
+
+    conn = db_conn
+    today = await _today(conn)
+    key = await _experiment(conn, "e", created=today - timedelta(days=6))
+    await _log(conn, key, sorted(_span(today, 6, 1)))
+    await set_retention(conn, decisions=3, rewards=3, actor="test")
+
+    report = await apply_retention(conn, before_drop=export_hook(conn, tmp_path))
+
+    gone = _span(today, 6, 4)  # days 6..4 ago: past three days and the day of margin
+    assert set(report.exported) == gone
+    assert not gone & await _days(conn, "decisions")
+    table = ds.dataset(tmp_path, format="parquet", partitioning="hive").to_table()
+    assert table.num_rows == 3 * len(gone)
+    rewarded = [r for r in table.column("reward").to_pylist() if r is not None]
+    assert len(rewarded) == len(gone)  # each day's one reward travelled with its decision
+
+
 async def test_a_partition_with_rows_not_yet_rolled_up_is_kept(db_conn, migrated_db_url):
     """A writing transaction holds the rollup's horizon back; a row committed after it
     into an old day cannot be counted yet, so that day must stay until it can."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 
 import pytest
 
@@ -108,15 +107,10 @@ def test_apply_dry_run_and_apply(banditctl, cli_db, tmp_path):
     assert all(f"Retention dropped {name} (day {day}, 0 rows, " in logged for name in names)
 
 
-def test_export_before_drop_fails_before_anything_when_it_cannot_work(
-        banditctl, tmp_path, monkeypatch):
+def test_export_before_drop_fails_before_anything_when_it_cannot_write(banditctl, tmp_path):
     a_file = tmp_path / "file"
     a_file.write_text("")
     result = banditctl("retention", "apply", "--export-before-drop", str(a_file),
                        "--log-dir", str(tmp_path))
     assert result.exit_code == EXIT_USAGE, result.output
-    monkeypatch.setitem(sys.modules, "banditd.admin_cli.export", None)  # import fails
-    result = banditctl("retention", "apply", "--export-before-drop", str(tmp_path / "out"),
-                       "--log-dir", str(tmp_path))
-    assert result.exit_code == EXIT_USAGE, result.output
-    assert "needs the Parquet export" in result.output
+    assert "--export-before-drop" in result.output
