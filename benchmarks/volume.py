@@ -19,9 +19,11 @@ database that is dropped afterwards.
    connection included), and ``evaluate`` (``banditctl evaluate --json`` in a
    subprocess: wall time and the child's peak RSS from ``wait4``; stopped after
    ``--evaluate-timeout`` seconds, 300 (``--short``: 120); up to three runs (``--short``:
-   one), no more once they pass 150 s, and none at larger sizes once one was stopped). Targets: **at the largest size ``decide``, ``summary``
-   and ``guardrails check`` each ≤ 1.2 × their time at 10⁵ rows and under 1 s;
-   ``evaluate`` under 60 s with peak memory under 1 GB**.
+   one), no more once they pass 150 s, and none at larger sizes once one was stopped).
+   Targets: **at the largest size ``decide``, ``summary`` and ``guardrails check`` each
+   ≤ 1.2 × their time at 10⁵ rows and under 1 s; ``evaluate`` under 60 s with peak
+   memory under 1 GB**. The guardrails log to a temporary directory, as the command
+   logs to ``--log-dir``.
 2. **Writer against bare COPY** (``writer``). ``banditd.server.decision_log.DecisionLog``
    flushing what the server's deciders wrote into its ``DecisionRows`` (a registry
    built as the server builds it, ``Decider.decide`` per Select) against a bare binary
@@ -50,6 +52,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -552,6 +555,8 @@ def targets(timing: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from banditd.server import logs
+
     parser = argparse.ArgumentParser(prog="python -m benchmarks.volume", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--short", action="store_true", help="CI mode: 10^5 and 10^6 rows")
@@ -568,12 +573,15 @@ def main(argv: list[str] | None = None) -> int:
                  "evaluate_timeout": args.evaluate_timeout}
     settings = Settings(**{**settings.__dict__,
                            **{k: v for k, v in overrides.items() if v is not None}})
+    log_dir = Path(tempfile.mkdtemp(prefix="banditd-volume-"))
+    logs.configure(log_dir, console=False)  # as `banditctl guardrails check` does
     try:
         out = asyncio.run(run(settings, tuple(args.sections)))
     except Exception as exc:
-        print(f"FAIL volume: the benchmark did not complete: {exc!r}", file=sys.stderr,
-              flush=True)
+        print(f"FAIL volume: the benchmark did not complete: {exc!r} (logs in {log_dir})",
+              file=sys.stderr, flush=True)
         return 2
+    shutil.rmtree(log_dir, ignore_errors=True)
     if "timing" in out:
         out["targets"] = targets(out["timing"])
         for target in out["targets"]:
