@@ -119,12 +119,6 @@ class Written:
     default_rewards: int = 0
     seconds: float = 0.0
 
-    def add(self, other: Written) -> None:
-        self.decisions += other.decisions
-        self.client_rewards += other.client_rewards
-        self.default_rewards += other.default_rewards
-        self.seconds += other.seconds
-
     def to_dict(self) -> dict:
         rows = self.decisions + self.client_rewards + self.default_rewards
         return {"decisions": self.decisions, "client_rewards": self.client_rewards,
