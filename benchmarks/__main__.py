@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 
-STUDIES = ("kernels", "regret", "verdict", "replay", "load", "scale")
+STUDIES = ("kernels", "regret", "verdict", "replay", "load", "scale", "volume")
 
 
 def main(argv: list[str] | None = None) -> int:
