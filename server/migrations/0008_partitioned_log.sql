@@ -5,13 +5,14 @@
 -- so a day's decisions and their rewards are retained and dropped together, and the
 -- key that makes a retried Reward a no-op can include the partition column.
 --
--- Keys. The log's one index is its primary key (experiment_key, decided_at,
+-- Keys. Each table's one B-tree is its primary key (experiment_key, decided_at,
 -- decision_id): it serves every range query by experiment and time (the default
 -- rewards' scan, exports, evaluation), the join of a reward to its decision, and its
 -- entries arrive in time order within each experiment, so B-tree pages fill as they
 -- are appended instead of splitting in the middle (the text id alone sorts by policy
 -- and arm before time). The decision id determines experiment_key and decided_at, so
--- the rewards' key on the same three columns is as unique as the id alone.
+-- the rewards' key on the same three columns is as unique as the id alone. Nothing
+-- reads the raw rewards by commit time (the guardrails read the per-minute rollups).
 --
 -- `written_xid` is the id of the transaction that wrote the row (64-bit, never wraps):
 -- the rollups read each committed transaction's rows exactly once by taking the rows
@@ -64,7 +65,6 @@ CREATE TABLE rewards (
     written_xid     bigint NOT NULL DEFAULT pg_current_xact_id()::text::bigint,
     PRIMARY KEY (experiment_key, decided_at, decision_id)
 ) PARTITION BY RANGE (decided_at);
-CREATE INDEX rewards_by_time ON rewards (experiment_key, committed_at);
 CREATE INDEX rewards_by_xid ON rewards USING brin (written_xid)
     WITH (pages_per_range = 32, autosummarize = on);
 

@@ -277,8 +277,12 @@ async def test_migration_converts_a_populated_log_in_place(database_url):
             await conn.execute("INSERT INTO banditd_schema (version, name) VALUES ($1, $2)",
                                m.version, m.name)
         start = datetime(2026, 3, 1, 22, tzinfo=UTC)
-        experiment = await started_experiment(conn, start)
-        decisions, rewards = generated_log(experiment.key, start, 500, seed=5)
+        key = await conn.fetchval(  # as schema 7 knows experiments
+            """INSERT INTO experiments (id, name, arms, policies, policy_split, traffic_pct,
+                                        salt, status, start_at)
+               VALUES ('exp', 'rollups', '{a,b,c,d}', '{thompson,control}', '{0.5,0.5}', 1,
+                       'abcdef12', 'running', $1) RETURNING key""", start)
+        decisions, rewards = generated_log(key, start, 500, seed=5)
         # as schema 7 logged them: decisions to the microsecond, rewards to the millisecond
         decisions = [(*d[:7], d[7] + timedelta(microseconds=417), *d[8:]) for d in decisions]
         await conn.copy_records_to_table("decisions", records=decisions,

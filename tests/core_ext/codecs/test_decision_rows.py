@@ -88,7 +88,9 @@ def test_every_column_reads_back_as_written():
         assert row["policy"] == f"policy-{slot}"
         assert row["propensity"] == propensity
         assert row["served_by"] == "POLICY" and served_by == 1
-        assert row["decided_at"] == datetime.fromtimestamp(NOW, UTC)
+        # the id's millisecond (which a reward's key is built from), not NOW's microsecond
+        assert row["decided_at"] == datetime.fromtimestamp(NOW, UTC).replace(microsecond=123000)
+        assert ref.decided_at_ms == int(NOW * 1000)
         assert row["server_id"] == "server-é"
     assert first["context"] is None and first["candidates"] is None
     assert first["latency_us"] == 0  # no start time given
@@ -135,8 +137,9 @@ def test_header_and_trailer_are_the_documented_signature():
 
 
 async def test_the_rows_have_the_columns_of_the_migrated_table(db_conn):
-    """The C writer's column list is the ``decisions`` table's, in order: a migration
-    that adds a column fails here, not at the first COPY in production."""
+    """The C writer's column list is the ``decisions`` table's, in order, but for
+    ``written_xid``, which the database fills: a migration that adds a column fails
+    here, not at the first COPY in production."""
     from banditd.core_ext.codecs import DECISION_COLUMNS
 
     table = await db_conn.fetch(
@@ -144,4 +147,4 @@ async def test_the_rows_have_the_columns_of_the_migrated_table(db_conn):
            WHERE table_schema = current_schema() AND table_name = 'decisions'
            ORDER BY ordinal_position"""
     )
-    assert tuple(r["column_name"] for r in table) == DECISION_COLUMNS
+    assert tuple(r["column_name"] for r in table) == (*DECISION_COLUMNS, "written_xid")
