@@ -75,12 +75,22 @@ async def create_volume_experiment(conn, first_ms: int):
     from banditd.server.experiment import ExperimentSpec
     from banditd.server.experiment_store import change_status, create_experiment, get_experiment
 
+    start = _utc(first_ms - 60_000)
+    if not await conn.fetchval("SELECT to_regclass('log_retention') IS NOT NULL"):
+        # a schema before 0008 (the storage phase), which today's create no longer
+        # writes to: the row as that schema holds a started experiment
+        await conn.execute(
+            """INSERT INTO experiments (id, name, arms, policies, policy_split, traffic_pct,
+                                        salt, status, start_at)
+               VALUES ($1, 'volume study', $2, $3, $4, $5, $6, 'running', $7)""",
+            EXPERIMENT_ID, list(ARMS), list(POLICIES), list(SPLIT), TRAFFIC_PCT, SALT, start)
+        return await get_experiment(conn, EXPERIMENT_ID)
     spec = ExperimentSpec(id=EXPERIMENT_ID, name="volume study", arms=ARMS, policies=POLICIES,
                           policy_split=SPLIT, traffic_pct=TRAFFIC_PCT, salt=SALT)
     await create_experiment(conn, spec, actor="benchmark")
     await change_status(conn, EXPERIMENT_ID, "start", actor="benchmark")
     await conn.execute("UPDATE experiments SET start_at = $2 WHERE id = $1", EXPERIMENT_ID,
-                       _utc(first_ms - 60_000))
+                       start)
     return await get_experiment(conn, EXPERIMENT_ID)
 
 
