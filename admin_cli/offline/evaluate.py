@@ -157,7 +157,6 @@ def fold_of(seed: int, positions: np.ndarray) -> np.ndarray:
 
 
 _BLOCK = 1 << 18  # events pooled at a time (bounds the per-event temporaries)
-_MERGE_PARTS = 16  # cell parts summed into one once this many are held
 
 
 class _LogPool:
@@ -177,7 +176,7 @@ class _LogPool:
         self._buffer: list[tuple[np.ndarray, ...]] = []
         self._buffered = 0
         self._read = 0
-        self._parts: list[CellMoments] = []
+        self._parts: list[tuple[int, CellMoments]] = []  # (blocks pooled, their cells)
         self._group_sizes = np.zeros(0, np.int64)
         self._pulls = np.zeros(2 * n_arms)
         self._reward_sums = np.zeros(2 * n_arms)
@@ -231,10 +230,14 @@ class _LogPool:
         if tiny.any():
             self.n_tiny += int(tiny.sum())
             self.min_tiny = min(self.min_tiny, float(propensities[tiny].min()))
-        self._parts.append(CellMoments.from_events(
-            group[usable], arms[usable], rewards[usable], propensities[usable], 0, k))
-        if len(self._parts) >= _MERGE_PARTS:
-            self._parts = [CellMoments.pooled(self._parts, 0, k)]
+        self._parts.append((1, CellMoments.from_events(
+            group[usable], arms[usable], rewards[usable], propensities[usable], 0, k)))
+        # a binary counter of parts: two parts of as many blocks are summed into one, so
+        # a merge never holds more than about twice the cells so far, and each block's
+        # cells take part in log2(blocks) merges
+        while len(self._parts) > 1 and self._parts[-2][0] <= self._parts[-1][0]:
+            (a, first), (b, second) = self._parts[-2:]
+            self._parts[-2:] = [(a + b, CellMoments.pooled([first, second], 0, k))]
 
         control = self.policies.get("control", -1)
         p = propensities
@@ -265,7 +268,7 @@ class _LogPool:
             if total else math.nan
         return dict(
             config=self.config,
-            cells=CellMoments.pooled(self._parts, n_groups, k),
+            cells=CellMoments.pooled([part for _, part in self._parts], n_groups, k),
             group_sizes=np.pad(self._group_sizes, (0, n_groups - self._group_sizes.size)),
             pulls=self._pulls.reshape(2, k),
             reward_sums=self._reward_sums.reshape(2, k),
@@ -286,7 +289,7 @@ class LoggedExperiment:
     Each decision has a cross-fitting fold (:func:`fold_of` of its position in read
     order, with ``config.seed``) and a candidate slot: 0 when the request offered every
     arm (candidates NULL, or listing every arm), ``j + 1`` when it offered
-    ``candidate_sets[j]`` (sorted arm indices, a proper subset of the arms). Its group
+    the arms of row ``j`` of ``candidate_masks`` (a proper subset of the arms). Its group
     is ``slot * 2 + fold``. Kept: the cells (group, arm) of the decisions with a usable
     propensity, the decisions per group, per fold and arm the pulls and normalised
     reward sums, per served policy its decisions and reward sum, and the counts behind
@@ -301,11 +304,11 @@ class LoggedExperiment:
     reward_max: float
     config: EvaluateConfig  # its seed drew the folds, its min_propensity the tiny count
     cells: CellMoments  # decisions with a usable propensity, by (group, arm)
-    group_sizes: np.ndarray  # int64 (2 (len(candidate_sets) + 1),): every decision
+    group_sizes: np.ndarray  # int64 (2 (sets + 1),): every decision
     pulls: np.ndarray  # float64 (2, K): decisions of each fold per arm
     reward_sums: np.ndarray  # float64 (2, K): their normalised rewards summed
     logged_totals: Mapping[str, tuple[int, float]]  # served policy -> (decisions, reward sum)
-    candidate_sets: tuple[tuple[int, ...], ...] = ()
+    candidate_masks: np.ndarray  # bool (sets, K): the arms each candidate subset offers
     n_pending: int = 0  # decisions without a reward yet (left out)
     n_unknown_arm: int = 0  # decisions whose arm is not an arm of the experiment (left out)
     n_unknown_candidate: int = 0  # decisions whose candidates named non-arms (names dropped)
@@ -338,6 +341,9 @@ class LoggedExperiment:
         if n and (candidate_set.min() < FULL_SET or candidate_set.max() >= len(candidate_sets)):
             raise ValueError("candidate_set entries must index candidate_sets or be -1")
         pool = _LogPool(len(arms), reward_min, reward_max, config or EvaluateConfig())
+        masks = np.zeros((len(candidate_sets), len(arms)), dtype=bool)
+        for j, offered in enumerate(candidate_sets):
+            masks[j, list(offered)] = True
         names, codes = np.unique(np.asarray(logged_policy, dtype=str), return_inverse=True)
         pool.policies.update((str(p), i) for i, p in enumerate(names))
         pool.add(np.asarray(actions), np.asarray(values), np.asarray(propensities),
@@ -345,7 +351,7 @@ class LoggedExperiment:
         return cls(
             experiment_id=experiment_id, arms=tuple(arms), policies=tuple(policies),
             policy_params=policy_params, reward_min=reward_min, reward_max=reward_max,
-            candidate_sets=tuple(tuple(c) for c in candidate_sets),
+            candidate_masks=masks,
             **pool.finish(len(candidate_sets)), **counts,
         )
 
@@ -353,52 +359,62 @@ class LoggedExperiment:
     def n_decisions(self) -> int:
         return int(self.group_sizes.sum())
 
+    @property
+    def candidate_sets(self) -> tuple[tuple[int, ...], ...]:
+        """The candidate subsets as sorted arm indices, in set-index order."""
+        return tuple(tuple(np.flatnonzero(row).tolist()) for row in self.candidate_masks)
+
+    def slot_offers(self) -> np.ndarray:
+        """The arms each candidate slot offers, bool ``(sets + 1, K)``, slot 0 every arm."""
+        return np.vstack([np.ones((1, len(self.arms)), dtype=bool), self.candidate_masks])
+
     def slot_sizes(self) -> np.ndarray:
-        """Decisions per candidate slot (0: every arm, ``j + 1``: ``candidate_sets[j]``),
-        int64 ``(len(candidate_sets) + 1,)``."""
+        """Decisions per candidate slot (0: every arm, ``j + 1``: candidate subset j),
+        int64 ``(sets + 1,)``."""
         return self.group_sizes[0::2] + self.group_sizes[1::2]
 
     def set_sizes(self) -> np.ndarray:
-        """``|C|`` per candidate slot (K for slot 0), int64."""
-        return np.array([len(self.arms)] + [len(c) for c in self.candidate_sets], dtype=np.int64)
+        """``|C|`` per candidate slot (K for slot 0), int64 ``(sets + 1,)``."""
+        return np.concatenate([[len(self.arms)], self.candidate_masks.sum(axis=1)]).astype(np.int64)
 
 
 @dataclass
 class _CandidateSets:
     """Interns the candidate sets of the rows being read (see :class:`LoggedExperiment`).
 
-    Rows name their candidates as one joined string (``NAME_SEPARATOR``); each
-    distinct (string, chosen arm) is resolved once per read and remembered, so the
-    cost is per distinct pair, not per row or per batch."""
+    Rows name their candidates as one joined string (``NAME_SEPARATOR``); the reader
+    resolves each distinct (string, chosen arm) of a batch once. Nothing is kept per
+    string: a set is kept once, as its bitmask over the arms (``nbytes`` little-endian
+    bytes), so the memory is a few dozen bytes per distinct set."""
 
     index: Mapping[str, int]
-    sets: dict[tuple[int, ...], int] = field(default_factory=dict)
+    sets: dict[bytes, int] = field(default_factory=dict)
     n_unknown: int = 0
     n_arm_missing: int = 0
-    _resolved: dict[tuple[str | None, int], tuple[int, bool, bool]] = field(default_factory=dict)
 
     def add(self, joined: str | None, arm: int, count: int = 1) -> int:
         """The set index of ``count`` rows that chose ``arm`` among ``joined``."""
-        key = (joined, arm)
-        resolved = self._resolved.get(key)
-        if resolved is None:
-            resolved = self._resolved[key] = self._resolve(joined, arm)
-        index, unknown, missing = resolved
-        self.n_unknown += count * unknown
-        self.n_arm_missing += count * missing
-        return index
-
-    def _resolve(self, joined: str | None, arm: int) -> tuple[int, bool, bool]:
         if joined is None:
-            return FULL_SET, False, False
+            return FULL_SET
         names = joined.split(NAME_SEPARATOR) if joined else []
         offered = {self.index[a] for a in names if a in self.index}
-        unknown = len(offered) < len(set(names))
-        missing = arm not in offered
+        self.n_unknown += count * (len(offered) < len(set(names)))
+        self.n_arm_missing += count * (arm not in offered)
         offered.add(arm)
         if len(offered) == len(self.index):
-            return FULL_SET, unknown, missing
-        return self.sets.setdefault(tuple(sorted(offered)), len(self.sets)), unknown, missing
+            return FULL_SET
+        mask = sum(1 << a for a in offered).to_bytes(self.nbytes, "little")
+        return self.sets.setdefault(mask, len(self.sets))
+
+    @property
+    def nbytes(self) -> int:
+        return (len(self.index) + 7) // 8
+
+    def masks(self) -> np.ndarray:
+        """The sets in index order as a bool matrix ``(sets, K)``."""
+        bits = np.unpackbits(np.frombuffer(b"".join(self.sets), dtype=np.uint8),
+                             bitorder="little")
+        return bits.reshape(len(self.sets), 8 * self.nbytes)[:, :len(self.index)].astype(bool)
 
 
 LOG_SCHEMA = pa.schema([SCHEMA.field(name)
@@ -475,7 +491,7 @@ class LogReader:
             reward_max=spec.reward_max,
             n_pending=self.n_pending,
             n_unknown_arm=self.n_unknown_arm,
-            candidate_sets=tuple(self._sets.sets),  # dicts keep insertion order = set index
+            candidate_masks=self._sets.masks(),
             n_unknown_candidate=self._sets.n_unknown,
             n_arm_not_candidate=self._sets.n_arm_missing,
             **self._pool.finish(len(self._sets.sets)),
@@ -801,7 +817,7 @@ def evaluate_experiment(
     kernel_candidates = [c for c in candidates if c not in FIXED_CANDIDATES]
     if kernel_candidates and factory is None:
         factory = core_ext_factory(logged.policy_params, logged.arms)
-    sets = logged.candidate_sets
+    offers = logged.slot_offers()
     group_sizes = logged.group_sizes  # group slot * 2 + fold, slot 0 the full set
     n_groups = group_sizes.shape[0]
     notes = propensity_notes(n, logged.n_unusable_propensity, logged.n_tiny_propensity,
@@ -814,10 +830,18 @@ def evaluate_experiment(
             if present.size == 0:
                 continue
             # fold f's candidates learn from the other fold's events
-            distribution = _distribution(cand, logged.pulls[1 - f], logged.reward_sums[1 - f],
-                                         f, config, factory, subsets=bool(present[-1] > 0))
+            pulls, reward_sums = logged.pulls[1 - f], logged.reward_sums[1 - f]
+            rows = target[f::2]  # a view: slot s of fold f is group s * 2 + f
+            if cand in FIXED_CANDIDATES:
+                for start in range(0, present.size, _SLOT_CHUNK):
+                    chunk = present[start:start + _SLOT_CHUNK]
+                    rows[chunk] = _fixed_targets(cand, offers[chunk], pulls, reward_sums)
+                continue
+            distribution = _distribution(cand, pulls, reward_sums, f, config, factory,
+                                         subsets=bool(present[-1] > 0))
             for slot in present.tolist():
-                target[slot * 2 + f] = distribution(sets[slot - 1]) if slot else distribution()
+                rows[slot] = distribution(tuple(np.flatnonzero(offers[slot]).tolist())) \
+                    if slot else distribution()
         estimates = estimate_cells(logged.cells, target, config=config.estimation,
                                    warnings=notes)
         mean_dist = group_sizes @ target / n if n else np.full(k, 1.0 / k)
@@ -825,6 +849,20 @@ def evaluate_experiment(
     logged_values = {p: (count, total / count)
                      for p, (count, total) in sorted(logged.logged_totals.items())}
     return EvaluationReport(logged, tuple(results), logged_values, tuple(warnings))
+
+
+_SLOT_CHUNK = 1 << 16  # candidate slots whose fixed targets are computed at a time
+
+
+def _fixed_targets(cand: str, offers: np.ndarray, pulls: np.ndarray,
+                   reward_sum: np.ndarray) -> np.ndarray:
+    """``uniform`` or ``greedy``'s distribution (as :func:`uniform_over` and
+    :func:`greedy_over`) over each row's offered arms, ``offers`` bool (rows, K)."""
+    if cand == "uniform":
+        return offers / offers.sum(axis=1, keepdims=True)
+    means = np.where(offers, per_arm_means(pulls, reward_sum), -np.inf)
+    best = offers & (means >= means.max(axis=1, keepdims=True) - 1e-12)  # ties share
+    return best / best.sum(axis=1, keepdims=True)
 
 
 def _distribution(
@@ -837,13 +875,8 @@ def _distribution(
     *,
     subsets: bool,
 ) -> Callable[..., np.ndarray]:
-    """``distribution(C=None)``: the candidate's arm distribution over the offered arms
-    after learning ``pulls`` / ``reward_sum`` (module docstring)."""
-    k = pulls.shape[0]
-    if cand == "uniform":
-        return partial(uniform_over, k)
-    if cand == "greedy":
-        return partial(greedy_over, per_arm_means(pulls, reward_sum))
+    """``distribution(C=None)``: a kernel candidate's arm distribution over the offered
+    arms after learning ``pulls`` / ``reward_sum`` (module docstring)."""
     assert factory is not None
     seed = np.random.SeedSequence(config.seed, spawn_key=(fold, zlib.crc32(cand.encode())))
     kernel = factory(cand, pulls, reward_sum, seed)
