@@ -201,9 +201,9 @@ class _LogPool:
             whole = self._buffered - self._buffered % _BLOCK
             for start in range(0, whole, _BLOCK):
                 self._pool(*(c[start:start + _BLOCK] for c in block))
-            rest = tuple(c[whole:] for c in block)
-            self._buffer, self._buffered = ([rest], rest[0].shape[0]) if whole < len(block[0]) \
-                else ([], 0)
+            rest = tuple(c[whole:].copy() for c in block)  # a view would pin the block
+            self._buffered = rest[0].shape[0]
+            self._buffer = [rest] if self._buffered else []
 
     def _pool(self, arms, values, propensities, policy, candidate_set) -> None:
         m, k = arms.shape[0], self.k
@@ -501,7 +501,7 @@ class LogReader:
 RowProgress = Callable[[int], None]  # called with the rows of each batch read
 
 
-_CSV_PIECE = 32 << 20  # bytes of COPY output parsed at a time (about 10^6 rows)
+_CSV_PIECE = 8 << 20  # bytes of COPY output parsed at a time (about 2.5 10^5 rows)
 _CSV_COLUMNS = ("policy", "arm", "propensity", "candidates_joined", "reward")
 
 
