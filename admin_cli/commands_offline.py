@@ -434,14 +434,14 @@ def evaluate_command(
         seed=seed,
         estimation=EstimationConfig(alpha=1 - confidence, min_propensity=min_propensity),
     )
-    logged = _read_log(db, experiment_id, parquet_dir, quiet or as_json)
+    logged = _read_log(db, experiment_id, parquet_dir, quiet or as_json, config)
     if candidates is None:
         candidates = (*logged.policies, *(c for c in FIXED_CANDIDATES if c not in logged.policies))
     report = evaluate_experiment(logged, candidates, config)
     if as_json:
         print_json(report.to_json())
         return
-    if logged.values.size == 0:
+    if logged.n_decisions == 0:
         click.echo(f"{experiment_id} has no rewarded decisions yet: nothing to evaluate "
                    "(run it for a while, or `banditctl demo --experiment-id "
                    f"{experiment_id}`)")
@@ -474,8 +474,9 @@ def evaluate_command(
                     warn(f"{cand.candidate}: {message}")
 
 
-def _read_log(db, experiment_id: str, parquet_dir: Path | None, quiet: bool):
-    """The experiment's log from the database or an export, with a row counter."""
+def _read_log(db, experiment_id: str, parquet_dir: Path | None, quiet: bool, config):
+    """The experiment's log from the database or an export, with a row counter,
+    pooled under ``config`` (its seed draws the folds as the rows are read)."""
     from banditd.admin_cli.offline.evaluate import (
         ExportNotFound,
         fetch_logged_experiment,
@@ -492,11 +493,11 @@ def _read_log(db, experiment_id: str, parquet_dir: Path | None, quiet: bool):
         if parquet_dir is None:
             async def fetch():
                 async with db.connection() as conn:
-                    return await fetch_logged_experiment(conn, experiment_id, on_rows)
+                    return await fetch_logged_experiment(conn, experiment_id, on_rows, config)
 
             return run(fetch())
         try:
-            return read_parquet_experiment(parquet_dir, experiment_id, on_rows)
+            return read_parquet_experiment(parquet_dir, experiment_id, on_rows, config)
         except ExportNotFound as exc:
             raise CliError(str(exc), EXIT_NOT_FOUND) from exc
         except (ValueError, OSError) as exc:

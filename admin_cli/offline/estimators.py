@@ -233,18 +233,25 @@ def usable_propensities(p: np.ndarray) -> np.ndarray:
 def propensity_warnings(p: np.ndarray, config: EstimationConfig) -> list[str]:
     """Warnings about missing or tiny logged propensities ``p`` (n,)."""
     usable = usable_propensities(p)
+    tiny = usable & (p < config.min_propensity)
+    return propensity_notes(p.shape[0], int(p.shape[0] - usable.sum()), int(tiny.sum()),
+                            float(p[tiny].min()) if tiny.any() else math.inf, config)
+
+
+def propensity_notes(n: int, n_bad: int, n_tiny: int, smallest: float,
+                     config: EstimationConfig) -> list[str]:
+    """Warnings about ``n_bad`` unusable propensities of ``n`` events and ``n_tiny``
+    usable ones below ``config.min_propensity`` (the smallest ``smallest``)."""
     warnings: list[str] = []
-    n_bad = int(p.shape[0] - usable.sum())
     if n_bad:
         warnings.append(
-            f"{n_bad} of {p.shape[0]} logged events have no usable propensity "
+            f"{n_bad} of {n} logged events have no usable propensity "
             "(missing, <= 0 or > 1) and are left out"
         )
-    tiny = usable & (p < config.min_propensity)
-    if tiny.any():
+    if n_tiny:
         warnings.append(
-            f"{int(tiny.sum())} logged events have propensity below {config.min_propensity:g} "
-            f"(smallest {float(p[tiny].min()):.3g}): their importance weights dominate the "
+            f"{n_tiny} logged events have propensity below {config.min_propensity:g} "
+            f"(smallest {smallest:.3g}): their importance weights dominate the "
             "IPS/SNIPS/DR estimates"
         )
     return warnings

@@ -59,8 +59,9 @@ The reward model of DM/DR stays the per-arm mean reward (not contextual); DM for
 event ``i`` is ``sum_{a in C_i} pi_i(a) q(a)``. The reported
 ``action_distribution`` of a candidate is the mean of ``pi_i`` over the events.
 
-2-fold cross-fitting: the events are split at random into two halves; events of one
-half are scored with the distribution learned on the other, so no candidate is
+2-fold cross-fitting: each event falls in one of two folds by a fair coin drawn from
+the seed and its position in read order (:func:`fold_of`); events of one fold are
+scored with the distribution learned on the other, so no candidate is
 scored on the events it learned from (which would flatter greedy choices). The
 estimates are then those of :mod:`banditd.admin_cli.offline.estimators` (IPS, SNIPS, DM,
 DR) with delta-method intervals, the effective sample size and warnings.
@@ -69,11 +70,13 @@ Bounded memory and time. A target distribution depends on the event only through
 its fold and candidate set, so events are pooled into cells (fold, set, arm) with
 the nine power sums the estimators need (``CellMoments``): per candidate the cost is
 one distribution per distinct (fold, set) and O(cells) arithmetic, never an (n, K)
-matrix. The log is read a UTC day at a time (``COPY`` CSV from the database, record
-batches from an export) into compact per-event columns (about 30 bytes a row) with
-the candidate lists interned: rows are never held as records. Both sources give the
-rows in ``(decided_at, decision_id)`` order, so the seeded fold split, and with it
-every estimate, is the same from either.
+matrix. The pooling happens as the log is read, a UTC day at a time (``COPY`` CSV
+from the database, record batches from an export), with the candidate lists
+interned: what is kept is the cells, the per-fold per-arm statistics the candidates
+learn from, per-policy totals and the counts behind the warnings
+(:class:`LoggedExperiment`), never a per-event column. Both sources give the rows in
+``(decided_at, decision_id)`` order and the folds and sums depend only on that order,
+so every estimate is the same from either.
 """
 
 from __future__ import annotations
@@ -108,9 +111,8 @@ from banditd.admin_cli.offline.estimators import (
     CellMoments,
     Estimate,
     EstimationConfig,
-    LoggedData,
     estimate_cells,
-    propensity_warnings,
+    propensity_notes,
     usable_propensities,
 )
 from banditd.admin_cli.offline.replay import KernelFactory, core_ext_factory
@@ -118,12 +120,181 @@ from banditd.admin_cli.offline.replay import KernelFactory, core_ext_factory
 FIXED_CANDIDATES = ("uniform", "greedy")
 
 
-FULL_SET = -1  # LoggedExperiment.candidate_set of a request that offered every arm
+FULL_SET = -1  # candidate-set index of a request that offered every arm
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """Candidate construction and estimation settings."""
+
+    draws: int = 4000  # Thompson posterior samples per candidate subset's win probabilities
+    seed: int = 0  # fold split and kernel randomness
+    estimation: EstimationConfig = field(default_factory=EstimationConfig)
+
+    def __post_init__(self) -> None:
+        if self.draws < 1:
+            raise ValueError(f"draws must be >= 1, got {self.draws}")
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser (Steele, Lea & Flood 2014) of a uint64 array: a
+    bijection whose output bits look independent even for consecutive inputs."""
+    x = x ^ (x >> np.uint64(30))
+    x = x * np.uint64(0xBF58476D1CE4E5B9)
+    x = x ^ (x >> np.uint64(27))
+    x = x * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def fold_of(seed: int, positions: np.ndarray) -> np.ndarray:
+    """The cross-fitting fold, 0 or 1 (int64), of the events at ``positions`` (their
+    rank in read order): the top bit of SplitMix64 of ``position * golden + mix(seed)``.
+    Each event's fold is a fair coin, independent across events, that depends only on
+    the seed and the position, so however the rows arrive batched."""
+    key = _mix64(np.array([seed % (1 << 64)], dtype=np.uint64))
+    mixed = _mix64(positions.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15) + key)
+    return (mixed >> np.uint64(63)).astype(np.int64)
+
+
+_BLOCK = 1 << 18  # events pooled at a time (bounds the per-event temporaries)
+
+
+class _LogPool:
+    """Pools events, in read order, into the state of a :class:`LoggedExperiment`.
+
+    Rows are buffered and pooled ``_BLOCK`` at a time, blocks aligned on read
+    positions, so every floating-point sum is the same however the rows arrive
+    batched (the database and an export batch differently). Per event the pool keeps
+    nothing once its block is pooled."""
+
+    def __init__(self, n_arms: int, reward_min: float, reward_max: float,
+                 config: EvaluateConfig) -> None:
+        self.k = n_arms
+        self.reward_min, self.span = reward_min, reward_max - reward_min
+        self.config = config
+        self.policies: dict[str, int] = {}
+        self._buffer: list[tuple[np.ndarray, ...]] = []
+        self._buffered = 0
+        self._read = 0
+        self._parts: list[tuple[int, CellMoments]] = []  # (blocks pooled, their cells)
+        self._group_sizes = np.zeros(0, np.int64)
+        self._pulls = np.zeros(2 * n_arms)
+        self._reward_sums = np.zeros(2 * n_arms)
+        self._policy_n = np.zeros(0, np.int64)
+        self._policy_sum = np.zeros(0)
+        self.n_unusable = 0
+        self.n_tiny = 0
+        self.min_tiny = math.inf
+        self._odd = (np.zeros(0), np.zeros(0, np.int64))  # distinct values, their counts
+
+    def add(self, arms: np.ndarray, values: np.ndarray, propensities: np.ndarray,
+            policy: np.ndarray, candidate_set: np.ndarray) -> None:
+        """Events in read order: arm index, reward in units, propensity (NaN when
+        missing), policy code (``policies``) and candidate-set index or ``FULL_SET``."""
+        columns = (arms.astype(np.int64), values.astype(np.float64),
+                   propensities.astype(np.float64), policy.astype(np.int64),
+                   candidate_set.astype(np.int64))
+        self._buffer.append(columns)
+        self._buffered += arms.shape[0]
+        if self._buffered >= _BLOCK:
+            block = [np.concatenate(c) for c in zip(*self._buffer, strict=True)]
+            whole = self._buffered - self._buffered % _BLOCK
+            for start in range(0, whole, _BLOCK):
+                self._pool(*(c[start:start + _BLOCK] for c in block))
+            rest = tuple(c[whole:].copy() for c in block)  # a view would pin the block
+            self._buffered = rest[0].shape[0]
+            self._buffer = [rest] if self._buffered else []
+
+    def _pool(self, arms, values, propensities, policy, candidate_set) -> None:
+        m, k = arms.shape[0], self.k
+        fold = fold_of(self.config.seed, np.arange(self._read, self._read + m))
+        self._read += m
+        slot = candidate_set + 1  # 0: every arm offered
+        group = slot * 2 + fold
+        sizes = np.bincount(group)
+        if sizes.size > self._group_sizes.size:
+            self._group_sizes = np.pad(self._group_sizes, (0, sizes.size - self._group_sizes.size))
+        self._group_sizes[:sizes.size] += sizes
+        rewards = np.clip((values - self.reward_min) / self.span, 0.0, 1.0)
+        self._pulls += np.bincount(fold * k + arms, minlength=2 * k)
+        self._reward_sums += np.bincount(fold * k + arms, weights=rewards, minlength=2 * k)
+        n_policies = len(self.policies)
+        self._policy_n = np.pad(self._policy_n, (0, n_policies - self._policy_n.size))
+        self._policy_sum = np.pad(self._policy_sum, (0, n_policies - self._policy_sum.size))
+        self._policy_n += np.bincount(policy, minlength=n_policies)
+        self._policy_sum += np.bincount(policy, weights=values, minlength=n_policies)
+
+        usable = usable_propensities(propensities)
+        self.n_unusable += int(m - usable.sum())
+        tiny = usable & (propensities < self.config.estimation.min_propensity)
+        if tiny.any():
+            self.n_tiny += int(tiny.sum())
+            self.min_tiny = min(self.min_tiny, float(propensities[tiny].min()))
+        self._parts.append((1, CellMoments.from_events(
+            group[usable], arms[usable], rewards[usable], propensities[usable], 0, k)))
+        # a binary counter of parts: two parts of as many blocks are summed into one, so
+        # a merge never holds more than about twice the cells so far, and each block's
+        # cells take part in log2(blocks) merges
+        while len(self._parts) > 1 and self._parts[-2][0] <= self._parts[-1][0]:
+            (a, first), (b, second) = self._parts[-2:]
+            self._parts[-2:] = [(a + b, CellMoments.pooled([first, second], 0, k))]
+
+        control = self.policies.get("control", -1)
+        p = propensities
+        odd = (slot == 0) & (policy == control) & np.isfinite(p)
+        odd &= ~np.isclose(p, 1.0 / k, rtol=1e-6) & ~np.isclose(p, 1.0, rtol=1e-6)
+        if odd.any():
+            values_seen, counts = self._odd
+            distinct, inverse = np.unique(np.concatenate([values_seen, p[odd]]),
+                                          return_inverse=True)
+            weights = np.concatenate([counts, np.ones(int(odd.sum()), np.int64)])
+            self._odd = (distinct, np.bincount(inverse.ravel(), weights=weights).astype(np.int64))
+
+    def finish(self, n_sets: int) -> dict[str, Any]:
+        """The pooled state as :class:`LoggedExperiment` fields, ``n_sets`` candidate
+        subsets (groups ``2 (n_sets + 1)``)."""
+        if self._buffered:
+            self._pool(*(np.concatenate(c) for c in zip(*self._buffer, strict=True)))
+            self._buffer, self._buffered = [], 0
+        n_groups = 2 * (n_sets + 1)
+        k = self.k
+        names = list(self.policies)
+        values, counts = self._odd
+        order = np.cumsum(counts)
+        total = int(order[-1]) if order.size else 0
+        # the median of the odd propensities from their distinct values and counts
+        middle = (values[np.searchsorted(order, (total - 1) // 2, side="right")]
+                  + values[np.searchsorted(order, total // 2, side="right")]) / 2 \
+            if total else math.nan
+        return dict(
+            config=self.config,
+            cells=CellMoments.pooled([part for _, part in self._parts], n_groups, k),
+            group_sizes=np.pad(self._group_sizes, (0, n_groups - self._group_sizes.size)),
+            pulls=self._pulls.reshape(2, k),
+            reward_sums=self._reward_sums.reshape(2, k),
+            logged_totals={names[i]: (int(self._policy_n[i]), float(self._policy_sum[i]))
+                           for i in np.flatnonzero(self._policy_n).tolist()},
+            n_unusable_propensity=self.n_unusable,
+            n_tiny_propensity=self.n_tiny,
+            min_tiny_propensity=self.min_tiny,
+            n_unrecorded_subset=total,
+            unrecorded_subset_median=float(middle),
+        )
 
 
 @dataclass(frozen=True)
 class LoggedExperiment:
-    """An experiment's logged decisions that have a reward, shapes ``(n,)``."""
+    """An experiment's rewarded logged decisions, pooled as the estimators read them.
+
+    Each decision has a cross-fitting fold (:func:`fold_of` of its position in read
+    order, with ``config.seed``) and a candidate slot: 0 when the request offered every
+    arm (candidates NULL, or listing every arm), ``j + 1`` when it offered
+    the arms of row ``j`` of ``candidate_masks`` (a proper subset of the arms). Its group
+    is ``slot * 2 + fold``. Kept: the cells (group, arm) of the decisions with a usable
+    propensity, the decisions per group, per fold and arm the pulls and normalised
+    reward sums, per served policy its decisions and reward sum, and the counts behind
+    the warnings: O(groups + cells), whatever the number of decisions.
+    """
 
     experiment_id: str
     arms: tuple[str, ...]
@@ -131,89 +302,119 @@ class LoggedExperiment:
     policy_params: Mapping[str, Mapping[str, Any]]
     reward_min: float
     reward_max: float
-    actions: np.ndarray  # int arm index (int32 from the readers)
-    values: np.ndarray  # float64 reward in the experiment's units
-    propensities: np.ndarray  # float64; NaN where missing
-    logged_policy: np.ndarray  # object: the policy that served each decision
+    config: EvaluateConfig  # its seed drew the folds, its min_propensity the tiny count
+    cells: CellMoments  # decisions with a usable propensity, by (group, arm)
+    group_sizes: np.ndarray  # int64 (2 (sets + 1),): every decision
+    pulls: np.ndarray  # float64 (2, K): decisions of each fold per arm
+    reward_sums: np.ndarray  # float64 (2, K): their normalised rewards summed
+    logged_totals: Mapping[str, tuple[int, float]]  # served policy -> (decisions, reward sum)
+    candidate_masks: np.ndarray  # bool (sets, K): the arms each candidate subset offers
     n_pending: int = 0  # decisions without a reward yet (left out)
     n_unknown_arm: int = 0  # decisions whose arm is not an arm of the experiment (left out)
-    # Distinct candidate subsets offered (sorted arm indices, each a proper subset of
-    # the arms) and, per decision, the index of its set in them or FULL_SET (-1) when
-    # the request offered every arm (candidates NULL, or listing every arm). None: all
-    # decisions offered every arm.
-    candidate_sets: tuple[tuple[int, ...], ...] = ()
-    candidate_set: np.ndarray | None = None  # int (n,), int32 from the readers
     n_unknown_candidate: int = 0  # decisions whose candidates named non-arms (names dropped)
     n_arm_not_candidate: int = 0  # decisions whose arm was missing from its candidates (added)
+    n_unusable_propensity: int = 0  # missing, <= 0 or > 1
+    n_tiny_propensity: int = 0  # usable but below config's min_propensity
+    min_tiny_propensity: float = math.inf
+    # control decisions offering every arm whose propensity only a subset gives
+    n_unrecorded_subset: int = 0
+    unrecorded_subset_median: float = math.nan
 
-    def __post_init__(self) -> None:
-        if self.candidate_set is not None:
-            index = self.candidate_set
-            if index.shape != self.actions.shape:
-                raise ValueError("candidate_set must have one entry per decision")
-            if index.size and (index.min() < FULL_SET or index.max() >= len(self.candidate_sets)):
-                raise ValueError("candidate_set entries must index candidate_sets or be -1")
-
-    def candidate_index(self) -> np.ndarray:
-        """Per decision, its index in ``candidate_sets`` or ``FULL_SET``, int64 ``(n,)``."""
-        if self.candidate_set is None:
-            return np.full(self.actions.shape[0], FULL_SET, dtype=np.int64)
-        return self.candidate_set
-
-    def candidate_sizes(self) -> np.ndarray:
-        """``|C_i|`` per decision (K for full-set requests), int64 ``(n,)``."""
-        sizes = np.array([len(c) for c in self.candidate_sets] + [len(self.arms)], dtype=np.int64)
-        return sizes[self.candidate_index()]  # FULL_SET = -1 picks the last entry, K
-
-    def normalised_rewards(self) -> np.ndarray:
-        span = self.reward_max - self.reward_min
-        return np.clip((self.values - self.reward_min) / span, 0.0, 1.0)
-
-    def to_logged_data(self) -> LoggedData:
-        return LoggedData(
-            actions=self.actions,
-            rewards=self.normalised_rewards(),
-            propensities=self.propensities,
-            n_arms=len(self.arms),
+    @classmethod
+    def from_events(
+        cls, *, experiment_id: str, arms: Sequence[str], policies: Sequence[str],
+        policy_params: Mapping[str, Mapping[str, Any]], reward_min: float, reward_max: float,
+        actions: np.ndarray, values: np.ndarray, propensities: np.ndarray,
+        logged_policy: np.ndarray, candidate_sets: Sequence[Sequence[int]] = (),
+        candidate_set: np.ndarray | None = None, config: EvaluateConfig | None = None,
+        **counts: int,
+    ) -> LoggedExperiment:
+        """Pool per-decision arrays ``(n,)`` given in read order: arm index, reward in
+        units, propensity (NaN where missing), serving policy's name and index in
+        ``candidate_sets`` or ``FULL_SET`` (``candidate_set`` None: every arm).
+        ``counts``: the ``n_*`` counts of decisions left out or cleaned."""
+        n = np.shape(actions)[0]
+        if candidate_set is None:
+            candidate_set = np.full(n, FULL_SET, dtype=np.int64)
+        if np.shape(candidate_set) != (n,):
+            raise ValueError("candidate_set must have one entry per decision")
+        if n and (candidate_set.min() < FULL_SET or candidate_set.max() >= len(candidate_sets)):
+            raise ValueError("candidate_set entries must index candidate_sets or be -1")
+        pool = _LogPool(len(arms), reward_min, reward_max, config or EvaluateConfig())
+        masks = np.zeros((len(candidate_sets), len(arms)), dtype=bool)
+        for j, offered in enumerate(candidate_sets):
+            masks[j, list(offered)] = True
+        names, codes = np.unique(np.asarray(logged_policy, dtype=str), return_inverse=True)
+        pool.policies.update((str(p), i) for i, p in enumerate(names))
+        pool.add(np.asarray(actions), np.asarray(values), np.asarray(propensities),
+                 codes.ravel(), np.asarray(candidate_set))
+        return cls(
+            experiment_id=experiment_id, arms=tuple(arms), policies=tuple(policies),
+            policy_params=policy_params, reward_min=reward_min, reward_max=reward_max,
+            candidate_masks=masks,
+            **pool.finish(len(candidate_sets)), **counts,
         )
+
+    @property
+    def n_decisions(self) -> int:
+        return int(self.group_sizes.sum())
+
+    @property
+    def candidate_sets(self) -> tuple[tuple[int, ...], ...]:
+        """The candidate subsets as sorted arm indices, in set-index order."""
+        return tuple(tuple(np.flatnonzero(row).tolist()) for row in self.candidate_masks)
+
+    def slot_offers(self) -> np.ndarray:
+        """The arms each candidate slot offers, bool ``(sets + 1, K)``, slot 0 every arm."""
+        return np.vstack([np.ones((1, len(self.arms)), dtype=bool), self.candidate_masks])
+
+    def slot_sizes(self) -> np.ndarray:
+        """Decisions per candidate slot (0: every arm, ``j + 1``: candidate subset j),
+        int64 ``(sets + 1,)``."""
+        return self.group_sizes[0::2] + self.group_sizes[1::2]
+
+    def set_sizes(self) -> np.ndarray:
+        """``|C|`` per candidate slot (K for slot 0), int64 ``(sets + 1,)``."""
+        return np.concatenate([[len(self.arms)], self.candidate_masks.sum(axis=1)]).astype(np.int64)
 
 
 @dataclass
 class _CandidateSets:
     """Interns the candidate sets of the rows being read (see :class:`LoggedExperiment`).
 
-    Rows name their candidates as one joined string (``NAME_SEPARATOR``); each
-    distinct (string, chosen arm) is resolved once per read and remembered, so the
-    cost is per distinct pair, not per row or per batch."""
+    Rows name their candidates as one joined string (``NAME_SEPARATOR``); the reader
+    resolves each distinct (string, chosen arm) of a batch once. Nothing is kept per
+    string: a set is kept once, as its bitmask over the arms (``nbytes`` little-endian
+    bytes), so the memory is a few dozen bytes per distinct set."""
 
     index: Mapping[str, int]
-    sets: dict[tuple[int, ...], int] = field(default_factory=dict)
+    sets: dict[bytes, int] = field(default_factory=dict)
     n_unknown: int = 0
     n_arm_missing: int = 0
-    _resolved: dict[tuple[str | None, int], tuple[int, bool, bool]] = field(default_factory=dict)
 
     def add(self, joined: str | None, arm: int, count: int = 1) -> int:
         """The set index of ``count`` rows that chose ``arm`` among ``joined``."""
-        key = (joined, arm)
-        resolved = self._resolved.get(key)
-        if resolved is None:
-            resolved = self._resolved[key] = self._resolve(joined, arm)
-        index, unknown, missing = resolved
-        self.n_unknown += count * unknown
-        self.n_arm_missing += count * missing
-        return index
-
-    def _resolve(self, joined: str | None, arm: int) -> tuple[int, bool, bool]:
         if joined is None:
-            return FULL_SET, False, False
+            return FULL_SET
         names = joined.split(NAME_SEPARATOR) if joined else []
         offered = {self.index[a] for a in names if a in self.index}
-        unknown = len(offered) < len(set(names))
-        missing = arm not in offered
+        self.n_unknown += count * (len(offered) < len(set(names)))
+        self.n_arm_missing += count * (arm not in offered)
         offered.add(arm)
         if len(offered) == len(self.index):
-            return FULL_SET, unknown, missing
-        return self.sets.setdefault(tuple(sorted(offered)), len(self.sets)), unknown, missing
+            return FULL_SET
+        mask = sum(1 << a for a in offered).to_bytes(self.nbytes, "little")
+        return self.sets.setdefault(mask, len(self.sets))
+
+    @property
+    def nbytes(self) -> int:
+        return (len(self.index) + 7) // 8
+
+    def masks(self) -> np.ndarray:
+        """The sets in index order as a bool matrix ``(sets, K)``."""
+        bits = np.unpackbits(np.frombuffer(b"".join(self.sets), dtype=np.uint8),
+                             bitorder="little")
+        return bits.reshape(len(self.sets), 8 * self.nbytes)[:, :len(self.index)].astype(bool)
 
 
 LOG_SCHEMA = pa.schema([SCHEMA.field(name)
@@ -230,16 +431,16 @@ def _codes(column: pa.Array, lookup: Callable[[str], int]) -> np.ndarray:
 class LogReader:
     """Builds a :class:`LoggedExperiment` from record batches of the export's columns
     (``LOG_SCHEMA``; ``candidates`` may come joined by ``NAME_SEPARATOR``, null for
-    every arm), a batch at a time: per row it keeps the arm, the reward, the
-    propensity, a policy code and the index of its interned candidate set (about 30
-    bytes), never the batch."""
+    every arm), a batch at a time: each batch's rows are coded (arm, policy, interned
+    candidate set) and handed to a :class:`_LogPool`, which keeps no row once pooled."""
 
-    def __init__(self, experiment: ExportedExperiment) -> None:
+    def __init__(self, experiment: ExportedExperiment, config: EvaluateConfig | None = None
+                 ) -> None:
         self.experiment = experiment
         self.index = {arm: i for i, arm in enumerate(experiment.arms)}
         self._sets = _CandidateSets(self.index)
-        self._policies: dict[str, int] = {}
-        self._chunks: list[list[np.ndarray | None]] = []
+        self._pool = _LogPool(len(self.index), experiment.reward_min, experiment.reward_max,
+                              config or EvaluateConfig())
         self.n_pending = 0
         self.n_unknown_arm = 0
 
@@ -253,8 +454,8 @@ class LogReader:
             return
         batch = batch.take(pa.array(keep))
         arms = arms[keep]
-        policy = _codes(batch.column("policy"),
-                        lambda p: self._policies.setdefault(p, len(self._policies)))
+        policies = self._pool.policies
+        policy = _codes(batch.column("policy"), lambda p: policies.setdefault(p, len(policies)))
         candidates = batch.column("candidates")
         if pa.types.is_list(candidates.type):
             candidates = pc.binary_join(candidates, NAME_SEPARATOR)
@@ -269,27 +470,17 @@ class LogReader:
             [self._sets.add(None if d < 0 else names[d], arm, count)
              for d, arm, count in zip((pairs // k - 1).tolist(), (pairs % k).tolist(),
                                       counts.tolist(), strict=True)],
-            dtype=np.int32,
+            dtype=np.int64,
         )
-        self._chunks.append([
-            arms.astype(np.int32),
-            batch.column("reward").to_numpy(zero_copy_only=False).astype(np.float64),
-            batch.column("propensity").to_numpy(zero_copy_only=False).astype(np.float64),
-            policy.astype(np.int16),
+        self._pool.add(
+            arms,
+            batch.column("reward").to_numpy(zero_copy_only=False),
+            batch.column("propensity").to_numpy(zero_copy_only=False),
+            policy,
             set_of_pair[inverse.ravel()],
-        ])
+        )
 
     def finish(self) -> LoggedExperiment:
-        chunks, self._chunks = self._chunks, []
-        columns = []
-        for j, dtype in enumerate((np.int32, np.float64, np.float64, np.int16, np.int32)):
-            # one column at a time, each chunk's piece released once copied
-            columns.append(np.concatenate([c[j] for c in chunks]).astype(dtype, copy=False)
-                           if chunks else np.zeros(0, dtype))
-            for c in chunks:
-                c[j] = None
-        actions, values, propensities, policy, candidate_set = columns
-        names = np.array(list(self._policies), dtype=object)
         spec = self.experiment
         return LoggedExperiment(
             experiment_id=spec.id,
@@ -298,23 +489,19 @@ class LogReader:
             policy_params={k: dict(v) for k, v in spec.policy_params.items()},
             reward_min=spec.reward_min,
             reward_max=spec.reward_max,
-            actions=actions,
-            values=values,
-            propensities=propensities,
-            logged_policy=names[policy] if names.size else np.zeros(0, dtype=object),
             n_pending=self.n_pending,
             n_unknown_arm=self.n_unknown_arm,
-            candidate_sets=tuple(self._sets.sets),  # dicts keep insertion order = set index
-            candidate_set=candidate_set,
+            candidate_masks=self._sets.masks(),
             n_unknown_candidate=self._sets.n_unknown,
             n_arm_not_candidate=self._sets.n_arm_missing,
+            **self._pool.finish(len(self._sets.sets)),
         )
 
 
 RowProgress = Callable[[int], None]  # called with the rows of each batch read
 
 
-_CSV_PIECE = 32 << 20  # bytes of COPY output parsed at a time (about 10^6 rows)
+_CSV_PIECE = 8 << 20  # bytes of COPY output parsed at a time (about 2.5 10^5 rows)
 _CSV_COLUMNS = ("policy", "arm", "propensity", "candidates_joined", "reward")
 
 
@@ -360,7 +547,8 @@ class _CsvFeed:
 
 
 async def fetch_logged_experiment(
-    conn: asyncpg.Connection, experiment_id: str, on_rows: RowProgress | None = None
+    conn: asyncpg.Connection, experiment_id: str, on_rows: RowProgress | None = None,
+    config: EvaluateConfig | None = None,
 ) -> LoggedExperiment:
     """Read experiment ``experiment_id`` and its rewarded decisions from the database,
     one day partition at a time in one snapshot, as ``COPY`` CSV parsed by pyarrow in
@@ -371,7 +559,7 @@ async def fetch_logged_experiment(
     from banditd.server.log_partitions import log_partitions
 
     experiment = await exported_experiment(conn, experiment_id)
-    reader = LogReader(experiment)
+    reader = LogReader(experiment, config)
     feed = _CsvFeed(reader, on_rows)
     query = day_query(_CSV_COLUMNS)
     async with conn.transaction(isolation="repeatable_read", readonly=True):
@@ -389,7 +577,8 @@ class ExportNotFound(LookupError):
 
 
 def read_parquet_experiment(
-    root: Path, experiment_id: str, on_rows: RowProgress | None = None
+    root: Path, experiment_id: str, on_rows: RowProgress | None = None,
+    config: EvaluateConfig | None = None,
 ) -> LoggedExperiment:
     """Read experiment ``experiment_id``'s rewarded decisions from an export under
     ``root`` (``banditd.admin_cli.export``), days in order, rows in the file's order:
@@ -410,7 +599,8 @@ def read_parquet_experiment(
     if METADATA_KEY not in metadata:
         raise ValueError(f"{files[-1]} has no {METADATA_KEY.decode()} metadata: it was not "
                          "written by banditctl export")
-    reader = LogReader(ExportedExperiment.from_json(json.loads(metadata[METADATA_KEY])))
+    reader = LogReader(ExportedExperiment.from_json(json.loads(metadata[METADATA_KEY])),
+                       config)
     for path in files:
         source = pq.ParquetFile(path)
         missing = set(LOG_SCHEMA.names) - set(source.schema_arrow.names)
@@ -421,19 +611,6 @@ def read_parquet_experiment(
             if on_rows is not None:
                 on_rows(batch.num_rows)
     return reader.finish()
-
-
-@dataclass(frozen=True)
-class EvaluateConfig:
-    """Candidate construction and estimation settings."""
-
-    draws: int = 4000  # Thompson posterior samples per candidate subset's win probabilities
-    seed: int = 0  # fold split and kernel randomness
-    estimation: EstimationConfig = field(default_factory=EstimationConfig)
-
-    def __post_init__(self) -> None:
-        if self.draws < 1:
-            raise ValueError(f"draws must be >= 1, got {self.draws}")
 
 
 @dataclass(frozen=True)
@@ -478,14 +655,12 @@ class EvaluationReport:
 
     def candidate_set_summary(self) -> dict[str, Any]:
         """How many used decisions offered a candidate subset, and the sets' sizes."""
-        index = self.logged.candidate_index()
-        sizes = self.logged.candidate_sizes()
-        subset = index != FULL_SET
-        used = np.bincount(index[subset], minlength=len(self.logged.candidate_sets))
+        used = self.logged.slot_sizes()
+        n = self.logged.n_decisions
         return {
-            "decisions_with_subset": int(subset.sum()),
-            "distinct_subsets": int(np.count_nonzero(used)),
-            "mean_size": float(sizes.mean()) if sizes.size else None,
+            "decisions_with_subset": int(used[1:].sum()),
+            "distinct_subsets": int(np.count_nonzero(used[1:])),
+            "mean_size": float(used @ self.logged.set_sizes()) / n if n else None,
         }
 
     def to_json(self) -> dict[str, Any]:
@@ -513,7 +688,7 @@ class EvaluationReport:
             "experiment_id": self.logged.experiment_id,
             "arms": list(self.logged.arms),
             "reward_range": [self.logged.reward_min, self.logged.reward_max],
-            "decisions_used": int(self.logged.actions.shape[0]),
+            "decisions_used": self.logged.n_decisions,
             "decisions_pending": self.logged.n_pending,
             "candidate_sets": self.candidate_set_summary(),
             "logged_value_by_policy": {
@@ -576,15 +751,11 @@ def _subset_propensity_warning(logged: LoggedExperiment) -> str | None:
     means the request used a subset that was not recorded (logged before migration
     0004), so the estimates treat it wrongly as a full-set request.
     """
-    k = len(logged.arms)
-    p = logged.propensities
-    full = (logged.candidate_index() == FULL_SET) & (logged.logged_policy == "control")
-    full &= np.isfinite(p)
-    odd = full & ~np.isclose(p, 1.0 / k, rtol=1e-6) & ~np.isclose(p, 1.0, rtol=1e-6)
-    n_odd = int(odd.sum())
+    n_odd = logged.n_unrecorded_subset
     if not n_odd:
         return None
-    typical = float(np.median(p[odd]))
+    k = len(logged.arms)
+    typical = logged.unrecorded_subset_median
     return (
         f"{n_odd} decisions served by control have no recorded candidate set but a "
         f"propensity (median {typical:.3g}, about 1/{1 / typical:.3g}) that only a candidate "
@@ -622,25 +793,6 @@ def _logged_warnings(logged: LoggedExperiment) -> list[str]:
     return warnings
 
 
-_CELL_CHUNK = 1 << 20  # events pooled into cells at a time (bounds the temporaries)
-
-
-def _pool_cells(
-    group: np.ndarray, data: LoggedData, n_groups: int
-) -> CellMoments:
-    """The usable events pooled by (group, arm), ``_CELL_CHUNK`` events at a time."""
-    parts = []
-    for start in range(0, len(data), _CELL_CHUNK):
-        part = slice(start, start + _CELL_CHUNK)
-        p = data.propensities[part]
-        usable = usable_propensities(p)
-        parts.append(CellMoments.from_events(
-            group[part][usable], data.actions[part][usable], data.rewards[part][usable],
-            p[usable], n_groups, data.n_arms,
-        ))
-    return CellMoments.pooled(parts, n_groups, data.n_arms)
-
-
 def evaluate_experiment(
     logged: LoggedExperiment,
     candidates: Sequence[str],
@@ -648,49 +800,69 @@ def evaluate_experiment(
     *,
     factory: KernelFactory | None = None,
 ) -> EvaluationReport:
-    """Estimate every candidate's value on ``logged`` (see the module docstring)."""
-    config = config or EvaluateConfig()
-    data = logged.to_logged_data()
+    """Estimate every candidate's value on ``logged`` (see the module docstring).
+
+    ``config`` defaults to the one ``logged`` was read with; its seed and
+    ``min_propensity`` must be that one's, since the folds and the tiny-propensity
+    count were fixed when the log was read."""
+    config = config or logged.config
+    read = logged.config
+    if (config.seed, config.estimation.min_propensity) != (
+            read.seed, read.estimation.min_propensity):
+        raise ValueError("config's seed and min_propensity must be those the log was read "
+                         f"with ({read.seed}, {read.estimation.min_propensity:g})")
     k = len(logged.arms)
-    n = len(data)
+    n = logged.n_decisions
     warnings = _logged_warnings(logged)
     kernel_candidates = [c for c in candidates if c not in FIXED_CANDIDATES]
     if kernel_candidates and factory is None:
         factory = core_ext_factory(logged.policy_params, logged.arms)
-    rng = np.random.default_rng(config.seed)
-    fold = (rng.permutation(n) % 2).astype(np.int8)  # 2-fold cross-fitting
-    sets = logged.candidate_sets
-    slots = len(sets) + 1  # per fold: the full set (slot 0), then each subset
-    group = fold.astype(np.int64) * slots + (logged.candidate_index() + 1)
-    n_groups = 2 * slots
-    group_sizes = np.bincount(group, minlength=n_groups)
-    cells = _pool_cells(group, data, n_groups)
-    notes = propensity_warnings(data.propensities, config.estimation)
-    # fold f's candidates learn from the other fold's events
-    pulls = np.stack([np.bincount(data.actions[fold != f], minlength=k)
-                      for f in (0, 1)]).astype(np.float64)
-    reward_sums = np.stack([np.bincount(data.actions[fold != f], weights=data.rewards[fold != f],
-                                        minlength=k) for f in (0, 1)]).astype(np.float64)
+    offers = logged.slot_offers()
+    group_sizes = logged.group_sizes  # group slot * 2 + fold, slot 0 the full set
+    n_groups = group_sizes.shape[0]
+    notes = propensity_notes(n, logged.n_unusable_propensity, logged.n_tiny_propensity,
+                             logged.min_tiny_propensity, config.estimation)
     results = []
     for cand in candidates:
         target = np.zeros((n_groups, k))
         for f in (0, 1):
-            present = np.flatnonzero(group_sizes[f * slots:(f + 1) * slots])
+            present = np.flatnonzero(group_sizes[f::2])
             if present.size == 0:
                 continue
-            distribution = _distribution(cand, pulls[f], reward_sums[f], f, config, factory,
+            # fold f's candidates learn from the other fold's events
+            pulls, reward_sums = logged.pulls[1 - f], logged.reward_sums[1 - f]
+            rows = target[f::2]  # a view: slot s of fold f is group s * 2 + f
+            if cand in FIXED_CANDIDATES:
+                for start in range(0, present.size, _SLOT_CHUNK):
+                    chunk = present[start:start + _SLOT_CHUNK]
+                    rows[chunk] = _fixed_targets(cand, offers[chunk], pulls, reward_sums)
+                continue
+            distribution = _distribution(cand, pulls, reward_sums, f, config, factory,
                                          subsets=bool(present[-1] > 0))
             for slot in present.tolist():
-                target[f * slots + slot] = distribution(sets[slot - 1]) if slot else \
-                    distribution()
-        estimates = estimate_cells(cells, target, config=config.estimation, warnings=notes)
+                rows[slot] = distribution(tuple(np.flatnonzero(offers[slot]).tolist())) \
+                    if slot else distribution()
+        estimates = estimate_cells(logged.cells, target, config=config.estimation,
+                                   warnings=notes)
         mean_dist = group_sizes @ target / n if n else np.full(k, 1.0 / k)
         results.append(CandidateEvaluation(cand, mean_dist, estimates))
-    logged_values = {}
-    for policy in sorted(set(logged.logged_policy.tolist())):
-        mask = logged.logged_policy == policy
-        logged_values[policy] = (int(mask.sum()), float(logged.values[mask].mean()))
+    logged_values = {p: (count, total / count)
+                     for p, (count, total) in sorted(logged.logged_totals.items())}
     return EvaluationReport(logged, tuple(results), logged_values, tuple(warnings))
+
+
+_SLOT_CHUNK = 1 << 16  # candidate slots whose fixed targets are computed at a time
+
+
+def _fixed_targets(cand: str, offers: np.ndarray, pulls: np.ndarray,
+                   reward_sum: np.ndarray) -> np.ndarray:
+    """``uniform`` or ``greedy``'s distribution (as :func:`uniform_over` and
+    :func:`greedy_over`) over each row's offered arms, ``offers`` bool (rows, K)."""
+    if cand == "uniform":
+        return offers / offers.sum(axis=1, keepdims=True)
+    means = np.where(offers, per_arm_means(pulls, reward_sum), -np.inf)
+    best = offers & (means >= means.max(axis=1, keepdims=True) - 1e-12)  # ties share
+    return best / best.sum(axis=1, keepdims=True)
 
 
 def _distribution(
@@ -703,13 +875,8 @@ def _distribution(
     *,
     subsets: bool,
 ) -> Callable[..., np.ndarray]:
-    """``distribution(C=None)``: the candidate's arm distribution over the offered arms
-    after learning ``pulls`` / ``reward_sum`` (module docstring)."""
-    k = pulls.shape[0]
-    if cand == "uniform":
-        return partial(uniform_over, k)
-    if cand == "greedy":
-        return partial(greedy_over, per_arm_means(pulls, reward_sum))
+    """``distribution(C=None)``: a kernel candidate's arm distribution over the offered
+    arms after learning ``pulls`` / ``reward_sum`` (module docstring)."""
     assert factory is not None
     seed = np.random.SeedSequence(config.seed, spawn_key=(fold, zlib.crc32(cand.encode())))
     kernel = factory(cand, pulls, reward_sum, seed)

@@ -31,10 +31,12 @@ async def test_fetch_reads_rewarded_decisions_in_the_experiment_units(db_conn):
     await write_logged_experiment(db_conn)
     logged = await fetch_logged_experiment(db_conn, "exp-ope")
     assert logged.arms == ARMS and logged.policies == ("egreedy", "control")
-    assert len(logged.actions) == 3600
+    assert logged.n_decisions == 3600
     assert (logged.n_pending, logged.n_unknown_arm) == (7, 1)
-    assert set(logged.values.tolist()) == {0.0, 10.0}
-    assert set(logged.normalised_rewards().tolist()) == {0.0, 1.0}
+    # rewards of 0 or 10 in the experiment's units, normalised to 0 or 1 for the estimators
+    total = sum(reward for _, reward in logged.logged_totals.values())
+    assert total % 10 == 0 and logged.reward_sums.sum() == total / 10
+    assert sum(n for n, _ in logged.logged_totals.values()) == logged.pulls.sum() == 3600
     assert logged.policy_params == {"egreedy": {"epsilon": 0.3}}
 
 
@@ -77,7 +79,7 @@ def test_egreedy_distribution_is_read_exactly_from_the_kernel():
     n = 300
     subset = (np.arange(n) // 3) % 2 == 1
     actions = np.where(subset, np.arange(n) % 2, np.arange(n) % 3)   # subset rows: a or b
-    logged = LoggedExperiment(
+    logged = LoggedExperiment.from_events(
         experiment_id="x", arms=("a", "b", "c"), policies=("egreedy",),
         policy_params={"egreedy": {"epsilon": 0.3}}, reward_min=0.0, reward_max=1.0,
         actions=actions, values=actions / 2,

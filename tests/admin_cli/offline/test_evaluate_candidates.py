@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -18,7 +19,7 @@ import pytest
 from scipy import integrate, stats
 
 from banditd.admin_cli.cli_support import json_text
-from banditd.admin_cli.offline.estimators import estimate_policy
+from banditd.admin_cli.offline.estimators import estimate_cells
 from banditd.admin_cli.offline.evaluate import (
     FULL_SET,
     EvaluateConfig,
@@ -51,16 +52,19 @@ def _se(est) -> float:
 async def test_fetch_reads_candidate_sets(db_conn):
     log = await write_subset_logged_experiment(db_conn, n=500)
     logged = await fetch_logged_experiment(db_conn, "exp-subsets")
-    index = logged.candidate_index()
     k = len(SUBSET_ARMS)
-    assert len(index) == 500 and int((index == FULL_SET).sum()) == log.n_full > 0
-    for i, offered in enumerate(log.candidates):
-        got = tuple(range(k)) if index[i] == FULL_SET else logged.candidate_sets[index[i]]
-        assert got == offered
-        assert logged.actions[i] in got
+    used = logged.slot_sizes()
+    assert logged.n_decisions == 500 and used[0] == log.n_full > 0
+    offered = Counter(c for c in log.candidates if len(c) < k)
+    assert dict(zip(logged.candidate_sets, used[1:].tolist(), strict=True)) == offered
+    # every logged arm is one its request offered
+    slots = (tuple(range(k)), *logged.candidate_sets)
+    assert all(a in slots[g // 2] for g, a in zip(logged.cells.group.tolist(),
+                                                  logged.cells.arm.tolist(), strict=True))
     assert all(0 < len(s) < k for s in logged.candidate_sets)
     assert len(set(logged.candidate_sets)) == len(logged.candidate_sets)  # interned
-    np.testing.assert_array_equal(logged.candidate_sizes(), [len(c) for c in log.candidates])
+    np.testing.assert_array_equal(np.sort(np.repeat(logged.set_sizes(), used)),
+                                  np.sort([len(c) for c in log.candidates]))
     assert (logged.n_unknown_candidate, logged.n_arm_not_candidate) == (0, 0)
 
 
@@ -92,7 +96,7 @@ async def test_fetch_cleans_inconsistent_candidate_sets(db_conn):
     )
     logged = await fetch_logged_experiment(db_conn, "exp-odd")
     assert logged.candidate_sets == ((0,), (1, 2))
-    assert logged.candidate_index().tolist() == [FULL_SET, 0, FULL_SET, 1, 1, FULL_SET]
+    assert logged.slot_sizes().tolist() == [3, 1, 2]  # d0, d2, d5; d1; d3, d4
     assert (logged.n_unknown_candidate, logged.n_arm_not_candidate) == (1, 1)
     report = evaluate_experiment(logged, ("uniform",), CONFIG)
     assert any("1 decisions list candidates that are not arms" in w for w in report.warnings)
@@ -136,9 +140,9 @@ async def test_restricted_targets_recover_true_values(db_conn):
     # the old full-arm target: IPS scaled by about mean(|C|)/K, far outside the interval
     truth = log.true_value("uniform")
     ips = by_name["uniform"].estimates["ips"]
-    old = estimate_policy(logged.to_logged_data(), uniform_over(len(SUBSET_ARMS)),
-                          config=CONFIG.estimation)["ips"]
-    scale = float(np.mean(logged.candidate_sizes())) / len(SUBSET_ARMS)
+    everywhere = np.full((logged.group_sizes.size, len(SUBSET_ARMS)), 1 / len(SUBSET_ARMS))
+    old = estimate_cells(logged.cells, everywhere, config=CONFIG.estimation)["ips"]
+    scale = report.candidate_set_summary()["mean_size"] / len(SUBSET_ARMS)
     assert abs(old.value - scale * truth) < 4 * _se(old)
     assert abs(old.value - truth) > 10 * _se(ips)
 
@@ -162,7 +166,7 @@ def _logged(n: int = 600, k: int = 3, **overrides) -> LoggedExperiment:
         propensities=np.full(n, 1 / k), logged_policy=np.array(["control"] * n, dtype=object),
     )
     fields.update(overrides)
-    return LoggedExperiment(**fields)
+    return LoggedExperiment.from_events(**fields)
 
 
 def test_null_candidates_are_full_set_requests():

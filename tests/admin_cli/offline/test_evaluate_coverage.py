@@ -43,7 +43,7 @@ def _dataset(rng, subsets) -> LoggedExperiment:
         j = int(rng.choice(len(offered), p=p))
         actions[i], propensities[i] = offered[j], p[j]
     values = (rng.random(EVENTS) < MU[actions]).astype(float)
-    return LoggedExperiment(
+    return LoggedExperiment.from_events(
         experiment_id="sim", arms=tuple("abcde"), policies=("control",), policy_params={},
         reward_min=0.0, reward_max=1.0, actions=actions, values=values,
         propensities=propensities, logged_policy=np.array(["control"] * EVENTS, dtype=object),
