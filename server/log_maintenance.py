@@ -26,6 +26,8 @@ PARTITION_INTERVAL_S = 3600.0
 
 
 class LogMaintenance:
+    """The server's partition and rollup rounds (see the module doc)."""
+
     def __init__(self, pool, *, rollup_interval: float = 2.0) -> None:
         self._pool = pool
         self.rollup_interval = rollup_interval
