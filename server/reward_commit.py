@@ -326,7 +326,8 @@ async def _committed_sources(
     """``{decision_id: source}`` of the committed rewards that ``not_applied`` met, read
     by their key (a fresh snapshot: the conflicting row may have committed after the
     commit statement's began)."""
-    keys = [r for r in firsts if r.decision_id in set(not_applied)]
+    conflicting = set(not_applied)
+    keys = [r for r in firsts if r.decision_id in conflicting]
     return dict(await conn.fetch(
         """SELECT r.decision_id, r.source
            FROM unnest($1::int[], $2::float8[], $3::text[]) AS k(experiment_key, us, id)

@@ -79,6 +79,19 @@ async def db_conn(migrated_db_url):
     finally:
         await conn.close()
 
+async def migrate_to(conn, version: int) -> None:
+    """Apply migrations 1 .. ``version`` as ``migrate`` does, recording each: a database
+    as an older banditd left it."""
+    from banditd.server.migrate import available_migrations
+
+    await conn.execute("CREATE TABLE banditd_schema (version integer PRIMARY KEY, "
+                       "name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())")
+    for m in available_migrations()[:version]:
+        await conn.execute(m.sql)
+        await conn.execute("INSERT INTO banditd_schema (version, name) VALUES ($1, $2)",
+                           m.version, m.name)
+
+
 ARMS = tuple(f"arm-{i}" for i in range(5))
 
 

@@ -56,16 +56,11 @@ async def test_verdict_rename_keeps_existing_rows(database_url):
     database that already holds them: criteria, past runs and the job's clock survive,
     and new runs continue the id sequence."""
     from banditd.server.database import connect
-    from banditd.server.migrate import available_migrations
+    from tests.conftest import migrate_to
 
     conn = await connect(database_url)
     try:
-        await conn.execute("CREATE TABLE banditd_schema (version integer PRIMARY KEY, "
-                           "name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())")
-        for m in available_migrations()[:5]:
-            await conn.execute(m.sql)
-            await conn.execute("INSERT INTO banditd_schema (version, name) VALUES ($1, $2)",
-                               m.version, m.name)
+        await migrate_to(conn, 5)
         await conn.execute(
             """INSERT INTO experiments (id, name, arms, policies, policy_split, traffic_pct,
                                         salt, decision_criteria)

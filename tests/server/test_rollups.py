@@ -22,8 +22,9 @@ from banditd.server.database import connect
 from banditd.server.experiment import ExperimentSpec
 from banditd.server.experiment_store import change_status, create_experiment, get_experiment
 from banditd.server.log_partitions import ensure_partitions
-from banditd.server.migrate import available_migrations, migrate
+from banditd.server.migrate import migrate
 from banditd.server.rollups import catch_up
+from tests.conftest import migrate_to
 
 DECISION_COLUMNS = ("decision_id", "experiment_key", "user_id", "policy", "arm", "propensity",
                     "served_by", "decided_at", "latency_us", "server_id")
@@ -270,12 +271,7 @@ async def test_migration_converts_a_populated_log_in_place(database_url):
     every row kept, every reward keyed like its decision, and rolled up."""
     conn = await connect(database_url)
     try:
-        await conn.execute("CREATE TABLE banditd_schema (version integer PRIMARY KEY, "
-                           "name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())")
-        for m in available_migrations()[:7]:
-            await conn.execute(m.sql)
-            await conn.execute("INSERT INTO banditd_schema (version, name) VALUES ($1, $2)",
-                               m.version, m.name)
+        await migrate_to(conn, 7)
         start = datetime(2026, 3, 1, 22, tzinfo=UTC)
         key = await conn.fetchval(  # as schema 7 knows experiments
             """INSERT INTO experiments (id, name, arms, policies, policy_split, traffic_pct,
