@@ -53,13 +53,18 @@ MODES = {
     # few hundred ms on a shared 2-core CI machine cannot own 5 % of the samples.
     # The closed loop gets more, shorter repeats in full mode: on this shared machine
     # one run's throughput swings widely (other tenants, steal time), so the median of
-    # 7 pairs is what makes the max-QPS ratio repeatable.
+    # 7 pairs is what makes the max-QPS ratio repeatable. The subset study compares
+    # variants of one server, whose throughput moves by ±10-20 % from one second to the
+    # next on this VM: many short rotating rounds, so that the median of its paired
+    # ratios moves by a few per cent between runs rather than by the swing itself.
     "short": {"unloaded": 1.5, "closed": 2.0, "open": 4.0, "batch": 3.0, "reward": 3.0,
               "asyncpg": 2.0, "warmup": 0.5, "concurrency": (64,), "repeats": 2,
-              "closed_repeats": 3, "reward_concurrency": (64, 128)},
+              "closed_repeats": 3, "subset": 1.0, "subset_rounds": 12,
+              "reward_concurrency": (64, 128)},
     "full": {"unloaded": 4.0, "closed": 3.0, "open": 6.0, "batch": 6.0, "reward": 6.0,
              "asyncpg": 5.0, "warmup": 1.0, "concurrency": (16, 64, 128), "repeats": 3,
-             "closed_repeats": 7, "reward_concurrency": (64, 128)},
+             "closed_repeats": 7, "subset": 2.0, "subset_rounds": 15,
+             "reward_concurrency": (64, 128)},
 }
 
 

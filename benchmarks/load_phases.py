@@ -15,10 +15,10 @@ run:
   its Thompson policy serves), 64 callers, closed loop: every call over all arms, over
   a random 10-arm subset, and over a random 5-arm subset (a fresh subset per call, as
   the movie use case sends each user's unseen movies), the three rotating within each
-  repeat, while Rewards for that experiment arrive at a steady 200/s so its propensity
+  of many short rounds, while Rewards for that experiment arrive at a steady 200/s so its propensity
   caches are re-estimated throughout; ``select_subset_qps_ratio`` is, per subset
-  size, the median over the repeats of the subset's throughput over the full set's in
-  the same repeat;
+  size, the median over the rounds of the subset's throughput over the full set's in
+  the same round;
 * Reward, durable with group commit, closed loop, every call with a fresh decision id
   selected beforehand, repeated and alternating with the floor's Reward, at 64 and 128
   callers (``reward_acks_per_s``: per concurrency the median of the repeats, then the
@@ -102,6 +102,8 @@ class Settings:
     concurrency: tuple[int, ...]
     repeats: int
     closed_repeats: int
+    subset: float           # seconds per round of the subset study
+    subset_rounds: int
     reward_concurrency: tuple[int, ...]
     arms: int
     channels: int
@@ -421,15 +423,16 @@ async def steady_rewards(target: Target, decision_ids: list[str], rate: float,
 async def subset_select(pair: ServerPair, settings: Settings) -> dict[str, Any]:
     """Select over all arms against Select over random 10- and 5-arm subsets, Thompson,
     20 arms, SUBSET_CONCURRENCY callers, rotating the order within each of
-    ``closed_repeats`` repeats, with Rewards arriving at SUBSET_REWARDS_PER_S."""
+    ``subset_rounds`` rounds, with Rewards arriving at SUBSET_REWARDS_PER_S."""
     variants: dict[str, list[bytes]] = {"full": subset_requests(20_000, None, seed=1)}
     for size in SUBSET_SIZES:
         variants[str(size)] = subset_requests(20_000, size, seed=size)
     names = list(variants)
-    repeats = settings.closed_repeats
+    repeats = settings.subset_rounds
+    warmup = 0.2  # the server is warm: only the closed loop's own ramp
     # Enough ids for the whole phase: every run with its warm-up, plus the settling
     # before each (at most 3 s), with a margin.
-    seconds = repeats * len(names) * (settings.closed + settings.warmup + 3.0) + 10.0
+    seconds = repeats * len(names) * (settings.subset + warmup + 3.0) + 10.0
     ids = await preselect_decisions(pair.banditd_target, int(SUBSET_REWARDS_PER_S * seconds),
                                     SUBSET_EXPERIMENT_ID)
     await asyncio.sleep(0.5)  # let the decision log flush the pre-selected ones
@@ -444,8 +447,8 @@ async def subset_select(pair: ServerPair, settings: Settings) -> dict[str, Any]:
             for name in names[r % len(names):] + names[:r % len(names)]:
                 runs[name].append(await measured(pair.banditd, closed_loop(
                     pair.banditd_target, "Select", variants[name],
-                    concurrency=SUBSET_CONCURRENCY, duration=settings.closed,
-                    warmup=settings.warmup)))
+                    concurrency=SUBSET_CONCURRENCY, duration=settings.subset,
+                    warmup=warmup)))
     reward_rate = counts["sent"] / (time.perf_counter() - started)
     ratios = {name: paired_ratios(runs[name], runs["full"]) for name in names[1:]}
     out: dict[str, Any] = {

@@ -26,6 +26,7 @@ from banditd.core_ext.codecs import (
     parse_select_request,
     select_response,
 )
+from banditd.core_ext.decider import candidate_indices
 from banditd.server.decision_id import DecisionIdCodec, InvalidDecisionId
 from banditd.server.decision_log import DecisionLog
 from banditd.server.metrics import METRICS
@@ -392,14 +393,14 @@ def _candidate_indices(runtime: ExperimentRuntime, candidate_arms) -> np.ndarray
         return None
     if n > MAX_CANDIDATES:
         raise InvalidInput(f"at most {MAX_CANDIDATES} candidate_arms, got {n}")
-    try:  # map over the bound lookup: half the cost of a generator per name
-        indices = np.fromiter(map(runtime.arm_index.__getitem__, candidate_arms),
-                              dtype=np.intp, count=n)
+    try:
+        return candidate_indices(runtime.arm_index, candidate_arms)
     except KeyError as exc:
         raise InvalidInput(
             f"candidate arm {exc.args[0]!r} is not an arm of experiment "
             f"{runtime.experiment.id!r}"
         ) from None
-    if len(set(candidate_arms)) != n:
-        raise InvalidInput("candidate_arms contains duplicates")
-    return indices
+    except ValueError as exc:
+        raise InvalidInput(
+            f"candidate_arms names {exc.args[0]!r} more than once; list each arm once"
+        ) from None

@@ -1,7 +1,8 @@
 """One Select in one C call: assignment hashing and the Decider.
 
 ``Decider`` ties an experiment's kernels (:mod:`banditd.core_ext.policies`) to the
-signed id and the log row (:mod:`banditd.core_ext.codecs`); ``hash64`` and
+signed id and the log row (:mod:`banditd.core_ext.codecs`), ``candidate_indices``
+turns a request's candidate arm names into the indices it takes; ``hash64`` and
 ``assignment_bucket`` are the assignment hash it uses, exposed for tests and tools.
 """
 
@@ -14,8 +15,9 @@ _hashing, _decide = (
 )
 
 Decider = _decide.Decider
+candidate_indices = _decide.candidate_indices
 hash64 = _hashing.hash64
 assignment_bucket = _hashing.assignment_bucket
 BUCKETS: int = _hashing.BUCKETS
 
-__all__ = ["BUCKETS", "Decider", "assignment_bucket", "hash64"]
+__all__ = ["BUCKETS", "Decider", "assignment_bucket", "candidate_indices", "hash64"]

@@ -26,7 +26,7 @@ SELECT_CASES = [
     ({"experiment_id": "exp", "user_id": "u", "candidate_arms": ["arm-0", "zzz"]}, INVALID,
      "candidate arm 'zzz' is not an arm"),
     ({"experiment_id": "exp", "user_id": "u", "candidate_arms": ["arm-0", "arm-0"]}, INVALID,
-     "duplicates"),
+     "names 'arm-0' more than once"),
     ({"experiment_id": "exp", "user_id": "u", "context": {"k": "v" * 5000}}, INVALID,
      "context is"),
 ]
