@@ -425,8 +425,10 @@ def evaluate_command(
         FIXED_CANDIDATES,
         EvaluateConfig,
         evaluate_experiment,
+        return_freed_arrays,
     )
 
+    return_freed_arrays()
     candidates = parse_list(policies, "policies") if policies is not None else None
     if candidates is not None:
         _kernel_policies("--policies", candidates, FIXED_CANDIDATES)

@@ -159,13 +159,37 @@ class CellMoments:
         if not parts:
             return cls(np.zeros(0, np.int64), np.zeros(0, np.int64),
                        np.zeros((0, POWERS, POWERS)), n_groups, n_arms)
-        key = np.concatenate([p.group * n_arms + p.arm for p in parts])
-        keys, inverse = np.unique(key, return_inverse=True)
-        flat = np.concatenate([p.sums for p in parts]).reshape(key.size, POWERS * POWERS)
-        sums = np.stack([np.bincount(inverse.ravel(), weights=flat[:, m], minlength=keys.size)
-                         for m in range(POWERS * POWERS)], axis=1)
-        return cls(keys // n_arms, keys % n_arms, sums.reshape(-1, POWERS, POWERS),
-                   n_groups, n_arms)
+        keys, inverse = np.unique(np.concatenate([p.group * n_arms + p.arm for p in parts]),
+                                  return_inverse=True)
+        inverse = inverse.ravel()
+        # one power sum at a time: the temporaries stay one column of the parts
+        sums = np.empty((keys.size, POWERS, POWERS))
+        for j in range(POWERS):
+            for k in range(POWERS):
+                sums[:, j, k] = np.bincount(
+                    inverse, weights=np.concatenate([p.sums[:, j, k] for p in parts]),
+                    minlength=keys.size)
+        return cls(keys // n_arms, keys % n_arms, sums, n_groups, n_arms)
+
+    @classmethod
+    def drain(cls, parts: list[CellMoments], n_groups: int, n_arms: int) -> CellMoments:
+        """The cells of ``parts`` side by side, emptying the list as each part is copied
+        (so that it is freed: the cells are held about once, never twice). A (group,
+        arm) of two parts stays two cells: every estimate here is a sum over cells of
+        terms linear in their power sums, so a cell split in two counts as one."""
+        total = sum(p.group.shape[0] for p in parts)
+        group = np.empty(total, np.int64)
+        arm = np.empty(total, np.int64)
+        sums = np.empty((total, POWERS, POWERS))
+        at = 0
+        parts.reverse()
+        while parts:
+            part = parts.pop()
+            end = at + part.group.shape[0]
+            group[at:end], arm[at:end], sums[at:end] = part.group, part.arm, part.sums
+            at = end
+            del part
+        return cls(group, arm, sums, n_groups, n_arms)
 
     @property
     def n(self) -> int:
@@ -176,13 +200,86 @@ class CellMoments:
         return np.bincount(self.group, weights=self.sums[:, 0, 0], minlength=self.n_groups)
 
 
+def fitted_means(nu: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+    """The per-arm mean reward model ``q(a) = sigma_a / nu_a`` of DM/DR, (K,); an arm
+    never logged (``nu_a = 0``) gets the overall mean ``sigma / nu``."""
+    seen = nu > 0
+    return np.where(seen, sigma / np.where(seen, nu, 1.0), float(sigma.sum()) / float(nu.sum()))
+
+
+def _per_arm(cells: CellMoments, weights: np.ndarray) -> np.ndarray:
+    return np.bincount(cells.arm, weights=weights, minlength=cells.n_arms) / cells.n
+
+
+def cell_model(cells: CellMoments) -> np.ndarray:
+    """:func:`fitted_means` of the cells' own events, (K,); 0 without events."""
+    if cells.n == 0:
+        return np.zeros(cells.n_arms)
+    return fitted_means(_per_arm(cells, cells.sums[:, 0, 0]), _per_arm(cells, cells.sums[:, 1, 0]))
+
+
+@dataclass(frozen=True)
+class TargetSummary:
+    """What the estimators read of a target ``pi_g`` [G, K] on cells, O(cells + K):
+    ``pi_cell`` (c,), pi of each cell's group at its arm; ``mass`` (K,), the mean of
+    ``pi_i`` over the events (``P`` of DM); ``model_cell`` (c,), each cell's group's
+    ``D_g = sum_b pi_g(b) q(b)`` under the cells' own model ``q`` (:func:`cell_model`).
+    Built from the whole matrix (:meth:`of`) or a block of groups at a time
+    (:class:`TargetAccumulator`), so that no [G, K] matrix need ever exist."""
+
+    pi_cell: np.ndarray
+    mass: np.ndarray
+    model_cell: np.ndarray
+
+    @classmethod
+    def of(cls, cells: CellMoments, target: np.ndarray) -> TargetSummary:
+        acc = TargetAccumulator(cells)
+        acc.add(np.arange(target.shape[0]), target)
+        return acc.finish()
+
+
+class TargetAccumulator:
+    """A :class:`TargetSummary` of cells from the target's rows, given a block of
+    groups at a time (each group once; a group never given has pi 0 everywhere)."""
+
+    def __init__(self, cells: CellMoments) -> None:
+        self._cells = cells
+        self._sizes = cells.group_sizes()
+        self._q = cell_model(cells)
+        self._order = np.argsort(cells.group, kind="stable")
+        self._sorted_groups = cells.group[self._order]
+        self._mass = np.zeros(cells.n_arms)
+        self._pi_cell = np.zeros(cells.group.shape[0])
+        self._model_cell = np.zeros(cells.group.shape[0])
+
+    def add(self, groups: np.ndarray, rows: np.ndarray) -> None:
+        """``rows[i]`` is ``pi`` of group ``groups[i]``; ``groups`` increasing."""
+        if groups.size == 0:
+            return
+        self._mass += self._sizes[groups] @ rows
+        lo, hi = np.searchsorted(self._sorted_groups, [groups[0], groups[-1] + 1])
+        cells = self._order[lo:hi]
+        at = np.searchsorted(groups, self._cells.group[cells])
+        known = groups[np.minimum(at, groups.size - 1)] == self._cells.group[cells]
+        cells, at = cells[known], at[known]
+        self._pi_cell[cells] = rows[at, self._cells.arm[cells]]
+        self._model_cell[cells] = rows[at] @ self._q
+
+    def finish(self) -> TargetSummary:
+        n = self._cells.n
+        return TargetSummary(self._pi_cell, self._mass / n if n else self._mass,
+                             self._model_cell)
+
+
 @dataclass(frozen=True)
 class Pooled:
-    """What the estimators read of cells under one target ``pi`` [G, K]."""
+    """What the estimators read of cells under one target ``pi``: its summary, and
+    the [G, K] matrix itself when it was given whole (a fixed reward model needs it)."""
 
     cells: CellMoments
-    target: np.ndarray  # pi_g(a), (G, K)
+    target: np.ndarray | None  # pi_g(a), (G, K), when given whole
     pi_cell: np.ndarray  # pi_g(a) of each cell's own arm, (c,)
+    model_cell: np.ndarray  # sum_b pi_g(b) q(b) of each cell's group, q = cell_model, (c,)
     n: int
     nu: np.ndarray  # mean 1[a_i = a], (K,)
     sigma: np.ndarray  # mean r_i 1[a_i = a], (K,)
@@ -192,18 +289,16 @@ class Pooled:
     mu_w: float  # mean w_i
 
     @classmethod
-    def of(cls, cells: CellMoments, target: np.ndarray) -> Pooled:
-        s, k = cells.sums, cells.n_arms
+    def of(cls, cells: CellMoments, target: np.ndarray | TargetSummary) -> Pooled:
+        """From the whole target matrix (G, K) or its :class:`TargetSummary`."""
+        matrix = None if isinstance(target, TargetSummary) else target
+        summary = TargetSummary.of(cells, target) if matrix is not None else target
+        s, pi_cell = cells.sums, summary.pi_cell
         n = cells.n
-        pi_cell = target[cells.group, cells.arm]
-
-        def per_arm(weights: np.ndarray) -> np.ndarray:
-            return np.bincount(cells.arm, weights=weights, minlength=k) / n
-
         return cls(
-            cells, target, pi_cell, n,
-            nu=per_arm(s[:, 0, 0]), sigma=per_arm(s[:, 1, 0]),
-            P=cells.group_sizes() @ target / n, W=per_arm(pi_cell * s[:, 0, 1]),
+            cells, matrix, pi_cell, summary.model_cell, n,
+            nu=_per_arm(cells, s[:, 0, 0]), sigma=_per_arm(cells, s[:, 1, 0]),
+            P=summary.mass, W=_per_arm(cells, pi_cell * s[:, 0, 1]),
             mu_wr=float(pi_cell @ s[:, 1, 1]) / n, mu_w=float(pi_cell @ s[:, 0, 1]) / n,
         )
 
@@ -344,6 +439,9 @@ class DirectMethod(Estimator):
 
     def _fixed_model(self, pooled: Pooled) -> np.ndarray:
         assert self.reward_model is not None
+        if pooled.target is None:
+            raise ValueError("a fixed reward model needs the whole target matrix, not its "
+                             "summary")
         g, k = pooled.target.shape
         q = np.asarray(self.reward_model, dtype=np.float64)
         if q.shape not in ((k,), (g, k)):
@@ -372,13 +470,13 @@ class DirectMethod(Estimator):
         seen = nu > 0
         total_nu, total_sigma = float(nu.sum()), float(sigma.sum())
         safe_nu = np.where(seen, nu, 1.0)
-        q = np.where(seen, sigma / safe_nu, total_sigma / total_nu)
+        q = fitted_means(nu, sigma)  # the model of pooled.model_cell
         mass = self._target_mass(pooled)
         unseen = float(mass[~seen].sum())
         d_sigma = np.where(seen, mass / safe_nu, 0.0) + unseen / total_nu
         d_nu = np.where(seen, -sigma * mass / safe_nu**2, 0.0) - unseen * total_sigma / total_nu**2
         arm = pooled.cells.arm
-        c0 = d_nu[arm] + (pooled.target @ q)[pooled.cells.group]
+        c0 = d_nu[arm] + pooled.model_cell
         return q, _coefficients(pooled, c0=c0, c1=d_sigma[arm])
 
 
@@ -429,30 +527,38 @@ def default_estimators() -> list[Estimator]:
     return [IPS(), SNIPS(), DirectMethod(), DoublyRobust()]
 
 
+_VARIANCE_CHUNK = 1 << 16  # cells expanded at a time (bounds the temporaries)
+
+
 def _influence_variance(cells: CellMoments, coef: np.ndarray) -> float:
     """``Var(psi)`` over the events, with ``psi = c . (1, r, 1/p, r/p)`` per cell:
-    ``sum psi`` and ``sum psi^2`` expanded into the power sums ``S_jk``."""
-    s = cells.sums
-    c0, c1, c2, c3 = coef.T
-    total = c0 * s[:, 0, 0] + c1 * s[:, 1, 0] + c2 * s[:, 0, 1] + c3 * s[:, 1, 1]
-    square = (
-        c0**2 * s[:, 0, 0] + c1**2 * s[:, 2, 0] + c2**2 * s[:, 0, 2] + c3**2 * s[:, 2, 2]
-        + 2 * (c0 * c1 * s[:, 1, 0] + c0 * c2 * s[:, 0, 1] + (c0 * c3 + c1 * c2) * s[:, 1, 1]
-               + c1 * c3 * s[:, 2, 1] + c2 * c3 * s[:, 1, 2])
-    )
+    ``sum psi`` and ``sum psi^2`` expanded into the power sums ``S_jk``, a chunk of
+    cells at a time."""
+    total = square = 0.0
+    for start in range(0, coef.shape[0], _VARIANCE_CHUNK):
+        s = cells.sums[start:start + _VARIANCE_CHUNK]
+        c0, c1, c2, c3 = coef[start:start + _VARIANCE_CHUNK].T
+        total += float((c0 * s[:, 0, 0] + c1 * s[:, 1, 0] + c2 * s[:, 0, 1]
+                        + c3 * s[:, 1, 1]).sum())
+        square += float((
+            c0**2 * s[:, 0, 0] + c1**2 * s[:, 2, 0] + c2**2 * s[:, 0, 2] + c3**2 * s[:, 2, 2]
+            + 2 * (c0 * c1 * s[:, 1, 0] + c0 * c2 * s[:, 0, 1] + (c0 * c3 + c1 * c2) * s[:, 1, 1]
+                   + c1 * c3 * s[:, 2, 1] + c2 * c3 * s[:, 1, 2])
+        ).sum())
     n = cells.n
-    return max(float(square.sum()) / n - (float(total.sum()) / n) ** 2, 0.0)
+    return max(square / n - (total / n) ** 2, 0.0)
 
 
 def estimate_cells(
     cells: CellMoments,
-    target: np.ndarray,
+    target: np.ndarray | TargetSummary,
     estimators: Sequence[Estimator] | None = None,
     config: EstimationConfig | None = None,
     warnings: Sequence[str] = (),
 ) -> Mapping[str, Estimate]:
-    """Every estimator's value of ``target`` (G, K) on the pooled ``cells``, with its
-    delta-method interval (module docstring); ``warnings`` are passed on."""
+    """Every estimator's value of ``target`` (G, K), or its :class:`TargetSummary`, on
+    the pooled ``cells``, with its delta-method interval (module docstring);
+    ``warnings`` are passed on."""
     config = config or EstimationConfig()
     estimators = list(estimators) if estimators is not None else default_estimators()
     notes = list(warnings)

@@ -81,6 +81,8 @@ so every estimate is the same from either.
 
 from __future__ import annotations
 
+import asyncio
+import ctypes
 import json
 import math
 import zlib
@@ -111,6 +113,7 @@ from banditd.admin_cli.offline.estimators import (
     CellMoments,
     Estimate,
     EstimationConfig,
+    TargetAccumulator,
     estimate_cells,
     propensity_notes,
     usable_propensities,
@@ -250,6 +253,11 @@ class _LogPool:
             weights = np.concatenate([counts, np.ones(int(odd.sum()), np.int64)])
             self._odd = (distinct, np.bincount(inverse.ravel(), weights=weights).astype(np.int64))
 
+    def _drain_parts(self) -> list[CellMoments]:
+        parts = [part for _, part in self._parts]
+        self._parts = []
+        return parts
+
     def finish(self, n_sets: int) -> dict[str, Any]:
         """The pooled state as :class:`LoggedExperiment` fields, ``n_sets`` candidate
         subsets (groups ``2 (n_sets + 1)``)."""
@@ -268,7 +276,7 @@ class _LogPool:
             if total else math.nan
         return dict(
             config=self.config,
-            cells=CellMoments.pooled([part for _, part in self._parts], n_groups, k),
+            cells=CellMoments.drain(self._drain_parts(), n_groups, k),
             group_sizes=np.pad(self._group_sizes, (0, n_groups - self._group_sizes.size)),
             pulls=self._pulls.reshape(2, k),
             reward_sums=self._reward_sums.reshape(2, k),
@@ -378,43 +386,88 @@ class LoggedExperiment:
         return np.concatenate([[len(self.arms)], self.candidate_masks.sum(axis=1)]).astype(np.int64)
 
 
-@dataclass
 class _CandidateSets:
     """Interns the candidate sets of the rows being read (see :class:`LoggedExperiment`).
 
-    Rows name their candidates as one joined string (``NAME_SEPARATOR``); the reader
-    resolves each distinct (string, chosen arm) of a batch once. Nothing is kept per
-    string: a set is kept once, as its bitmask over the arms (``nbytes`` little-endian
-    bytes), so the memory is a few dozen bytes per distinct set."""
+    A batch's candidate lists become bitmasks over the arms in numpy, every row at once
+    (a set is a row of ``words`` uint64, arm a at bit ``a % 64`` of word ``a // 64``);
+    its distinct masks are looked up among the sets so far, kept as one sorted array,
+    and the new ones numbered in order. Interning a row at a time in Python cost more
+    than the rest of the evaluation on a log whose subsets are mostly distinct, and a
+    dict of them held a hundred bytes per set; here a set costs its mask and its id."""
 
-    index: Mapping[str, int]
-    sets: dict[bytes, int] = field(default_factory=dict)
-    n_unknown: int = 0
-    n_arm_missing: int = 0
+    def __init__(self, index: Mapping[str, int]) -> None:
+        self.index = index
+        self.k = len(index)
+        self.words = (self.k + 63) // 64
+        self._kind = f"V{8 * self.words}"  # a mask as one comparable value
+        self._sorted = np.zeros(0, dtype=self._kind)  # the masks so far, sorted
+        self._sorted_ids = np.zeros(0, dtype=np.int64)
+        self._new: list[np.ndarray] = []  # the masks in id order, a batch's new ones each
+        self.n_sets = 0
+        self.n_unknown = 0
+        self.n_arm_missing = 0
+        full = np.zeros(self.words * 64, dtype=bool)
+        full[:self.k] = True
+        self._full = np.packbits(full, bitorder="little").view(np.uint64)
 
-    def add(self, joined: str | None, arm: int, count: int = 1) -> int:
-        """The set index of ``count`` rows that chose ``arm`` among ``joined``."""
-        if joined is None:
-            return FULL_SET
-        names = joined.split(NAME_SEPARATOR) if joined else []
-        offered = {self.index[a] for a in names if a in self.index}
-        self.n_unknown += count * (len(offered) < len(set(names)))
-        self.n_arm_missing += count * (arm not in offered)
-        offered.add(arm)
-        if len(offered) == len(self.index):
-            return FULL_SET
-        mask = sum(1 << a for a in offered).to_bytes(self.nbytes, "little")
-        return self.sets.setdefault(mask, len(self.sets))
+    def add(self, candidates: pa.Array, arms: np.ndarray) -> np.ndarray:
+        """The set index (int64, ``FULL_SET`` for every arm) of each row choosing
+        ``arms[i]`` among ``candidates[i]`` (a list of names, or the names joined by
+        ``NAME_SEPARATOR``; null: every arm). Names that are not arms are dropped, and
+        a chosen arm missing from its list is added (both counted)."""
+        if not pa.types.is_list(candidates.type) and not pa.types.is_large_list(candidates.type):
+            candidates = pc.split_pattern(candidates, NAME_SEPARATOR)
+        rows = arms.shape[0]
+        out = np.full(rows, FULL_SET, dtype=np.int64)
+        listed = candidates.is_valid().to_numpy(zero_copy_only=False)
+        if not listed.any():
+            return out
+        names = pc.list_flatten(candidates)
+        owner = pc.list_parent_indices(candidates).to_numpy(zero_copy_only=False)
+        arm_of = _codes(names, lambda a: self.index.get(a, -1) if a else -2)  # "": none
+        named = arm_of != -2
+        owner, arm_of = owner[named], arm_of[named]
+        known = arm_of >= 0
+        self.n_unknown += int(np.unique(owner[~known]).size)
+        masks = np.zeros((rows, self.words), dtype=np.uint64)
+        np.bitwise_or.at(masks, (owner[known], arm_of[known] >> 6),
+                         np.left_shift(np.uint64(1), (arm_of[known] & 63).astype(np.uint64)))
+        word, bit = arms >> 6, np.left_shift(np.uint64(1), (arms & 63).astype(np.uint64))
+        at = np.arange(rows)
+        self.n_arm_missing += int((listed & ((masks[at, word] & bit) == 0)).sum())
+        masks[at, word] |= bit
+        subset = np.flatnonzero(listed & ~(masks == self._full).all(axis=1))
+        if subset.size:
+            distinct, inverse = np.unique(
+                np.ascontiguousarray(masks[subset]).view(self._kind).ravel(),
+                return_inverse=True)
+            out[subset] = self._ids(distinct)[inverse.ravel()]
+        return out
 
-    @property
-    def nbytes(self) -> int:
-        return (len(self.index) + 7) // 8
+    def _ids(self, distinct: np.ndarray) -> np.ndarray:
+        """The ids of sorted distinct masks, numbering the unseen ones from ``n_sets``."""
+        where = np.searchsorted(self._sorted, distinct)
+        seen = where < self._sorted.size
+        seen[seen] = self._sorted[where[seen]] == distinct[seen]
+        ids = np.empty(distinct.size, dtype=np.int64)
+        ids[seen] = self._sorted_ids[where[seen]]
+        fresh = distinct[~seen]
+        ids[~seen] = np.arange(self.n_sets, self.n_sets + fresh.size)
+        if fresh.size:
+            self._new.append(fresh)
+            merged = np.concatenate([self._sorted, fresh])
+            order = np.argsort(merged, kind="stable")
+            self._sorted = merged[order]
+            self._sorted_ids = np.concatenate([self._sorted_ids, ids[~seen]])[order]
+            self.n_sets += fresh.size
+        return ids
 
     def masks(self) -> np.ndarray:
         """The sets in index order as a bool matrix ``(sets, K)``."""
-        bits = np.unpackbits(np.frombuffer(b"".join(self.sets), dtype=np.uint8),
-                             bitorder="little")
-        return bits.reshape(len(self.sets), 8 * self.nbytes)[:, :len(self.index)].astype(bool)
+        packed = np.concatenate(self._new) if self._new else np.zeros(0, self._kind)
+        bits = np.unpackbits(packed.view(np.uint8), bitorder="little")
+        return bits.reshape(self.n_sets, 64 * self.words)[:, :self.k].astype(bool)
 
 
 LOG_SCHEMA = pa.schema([SCHEMA.field(name)
@@ -456,28 +509,13 @@ class LogReader:
         arms = arms[keep]
         policies = self._pool.policies
         policy = _codes(batch.column("policy"), lambda p: policies.setdefault(p, len(policies)))
-        candidates = batch.column("candidates")
-        if pa.types.is_list(candidates.type):
-            candidates = pc.binary_join(candidates, NAME_SEPARATOR)
-        joined = candidates.dictionary_encode()
-        names = joined.dictionary.to_pylist()
-        listed = joined.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
-        # one interning per distinct (candidate list, arm): the arm joins a set lacking it
-        k = len(self.index)
-        pairs, inverse, counts = np.unique((listed + 1) * k + arms, return_inverse=True,
-                                           return_counts=True)
-        set_of_pair = np.array(
-            [self._sets.add(None if d < 0 else names[d], arm, count)
-             for d, arm, count in zip((pairs // k - 1).tolist(), (pairs % k).tolist(),
-                                      counts.tolist(), strict=True)],
-            dtype=np.int64,
-        )
+        candidate_set = self._sets.add(batch.column("candidates"), arms)
         self._pool.add(
             arms,
             batch.column("reward").to_numpy(zero_copy_only=False),
             batch.column("propensity").to_numpy(zero_copy_only=False),
             policy,
-            set_of_pair[inverse.ravel()],
+            candidate_set,
         )
 
     def finish(self) -> LoggedExperiment:
@@ -494,7 +532,7 @@ class LogReader:
             candidate_masks=self._sets.masks(),
             n_unknown_candidate=self._sets.n_unknown,
             n_arm_not_candidate=self._sets.n_arm_missing,
-            **self._pool.finish(len(self._sets.sets)),
+            **self._pool.finish(self._sets.n_sets),
         )
 
 
@@ -508,7 +546,12 @@ _CSV_COLUMNS = ("policy", "arm", "propensity", "candidates_joined", "reward")
 class _CsvFeed:
     """Parses the CSV that ``COPY ... TO STDOUT`` streams, ``_CSV_PIECE`` bytes of whole
     lines at a time, into batches for a :class:`LogReader` (values never contain a
-    newline: policy and arm names are printable, the others are numbers)."""
+    newline: policy and arm names are printable, the others are numbers).
+
+    A piece is parsed and pooled in a worker thread while the next one arrives, one
+    piece at a time and in order: PostgreSQL writing the CSV and the pooling then share
+    the two sides of the socket instead of taking turns (pyarrow and numpy release the
+    GIL for most of the pooling)."""
 
     def __init__(self, reader: LogReader, on_rows: RowProgress | None) -> None:
         import pyarrow.csv as pacsv
@@ -523,18 +566,28 @@ class _CsvFeed:
             strings_can_be_null=True, quoted_strings_can_be_null=False,
         )
         self._parse = pacsv.read_csv
+        self._feeding: asyncio.Future | None = None
 
     async def write(self, data: bytes) -> None:
         self._pending += data
         if len(self._pending) >= _CSV_PIECE:
             cut = self._pending.rfind(b"\n") + 1
-            self._feed(bytes(self._pending[:cut]))
+            await self._hand_over(bytes(self._pending[:cut]))
             del self._pending[:cut]
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        """Pool what is left, and wait for every piece to be pooled."""
         if self._pending:
-            self._feed(bytes(self._pending))
+            await self._hand_over(bytes(self._pending))
             self._pending.clear()
+        if self._feeding is not None:
+            await self._feeding
+            self._feeding = None
+
+    async def _hand_over(self, piece: bytes) -> None:
+        if self._feeding is not None:
+            await self._feeding  # in order, one at a time; re-raises its failure
+        self._feeding = asyncio.ensure_future(asyncio.to_thread(self._feed, piece))
 
     def _feed(self, piece: bytes) -> None:
         table = self._parse(pa.BufferReader(piece), read_options=self._read,
@@ -544,6 +597,29 @@ class _CsvFeed:
             self._reader.add(batch)
         if self._on_rows is not None:
             self._on_rows(table.num_rows)
+
+
+_M_MMAP_THRESHOLD, _M_ARENA_MAX = -3, -8  # glibc's mallopt parameters (malloc.h)
+
+
+def return_freed_arrays() -> None:
+    """Make this process's glibc malloc give every block of 1 MiB or more back to the
+    system when it is freed, and keep at most two arenas (the reading thread's and the
+    main one's); elsewhere (not glibc) nothing changes.
+
+    Why: reading a large log allocates and frees thousands of array temporaries of
+    1-30 MB. By default glibc raises its mmap threshold to the largest block freed
+    (up to 32 MiB) and then serves such blocks from heaps it keeps, one per thread,
+    so freed temporaries stay resident: on a log of 10^7 decisions the peak RSS was
+    1.0-1.15 GB with the defaults against 0.85 GB with these settings, for about
+    10 s more page faults in a 45 s run (benchmarks/RESULTS.md)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(_M_MMAP_THRESHOLD, 1 << 20)
+    mallopt(_M_ARENA_MAX, 2)
 
 
 async def fetch_logged_experiment(
@@ -562,13 +638,16 @@ async def fetch_logged_experiment(
     reader = LogReader(experiment, config)
     feed = _CsvFeed(reader, on_rows)
     query = day_query(_CSV_COLUMNS)
-    async with conn.transaction(isolation="repeatable_read", readonly=True):
-        days = sorted({p.day for p in await log_partitions(conn) if p.table == "decisions"})
-        for day in days:
-            start, end = day_bounds(day)
-            await conn.copy_from_query(query, experiment.key, start, end, output=feed.write,
-                                       format="csv")
-    feed.close()
+    try:
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            days = sorted({p.day for p in await log_partitions(conn)
+                           if p.table == "decisions"})
+            for day in days:
+                start, end = day_bounds(day)
+                await conn.copy_from_query(query, experiment.key, start, end,
+                                           output=feed.write, format="csv")
+    finally:
+        await feed.close()  # no piece is left pooling behind the caller's back
     return reader.finish()
 
 
@@ -819,39 +898,37 @@ def evaluate_experiment(
         factory = core_ext_factory(logged.policy_params, logged.arms)
     offers = logged.slot_offers()
     group_sizes = logged.group_sizes  # group slot * 2 + fold, slot 0 the full set
-    n_groups = group_sizes.shape[0]
     notes = propensity_notes(n, logged.n_unusable_propensity, logged.n_tiny_propensity,
                              logged.min_tiny_propensity, config.estimation)
     results = []
     for cand in candidates:
-        target = np.zeros((n_groups, k))
+        summary = TargetAccumulator(logged.cells)
+        mass = np.zeros(k)  # sum over every decision of its pi
         for f in (0, 1):
             present = np.flatnonzero(group_sizes[f::2])
             if present.size == 0:
                 continue
             # fold f's candidates learn from the other fold's events
-            pulls, reward_sums = logged.pulls[1 - f], logged.reward_sums[1 - f]
-            rows = target[f::2]  # a view: slot s of fold f is group s * 2 + f
-            if cand in FIXED_CANDIDATES:
-                for start in range(0, present.size, _SLOT_CHUNK):
-                    chunk = present[start:start + _SLOT_CHUNK]
-                    rows[chunk] = _fixed_targets(cand, offers[chunk], pulls, reward_sums)
-                continue
-            distribution = _distribution(cand, pulls, reward_sums, f, config, factory,
-                                         subsets=bool(present[-1] > 0))
-            for slot in present.tolist():
-                rows[slot] = distribution(tuple(np.flatnonzero(offers[slot]).tolist())) \
-                    if slot else distribution()
+            distributions = _distributions(cand, logged.pulls[1 - f], logged.reward_sums[1 - f],
+                                           f, config, factory, subsets=bool(present[-1] > 0))
+            for start in range(0, present.size, _SLOT_CHUNK):
+                slots = present[start:start + _SLOT_CHUNK]
+                rows = distributions(offers[slots])
+                groups = slots * 2 + f  # slot s of fold f is group s * 2 + f
+                summary.add(groups, rows)
+                mass += group_sizes[groups] @ rows
+        target = summary.finish()
+        del summary  # its per-cell index would outlive the summary otherwise
         estimates = estimate_cells(logged.cells, target, config=config.estimation,
                                    warnings=notes)
-        mean_dist = group_sizes @ target / n if n else np.full(k, 1.0 / k)
+        mean_dist = mass / n if n else np.full(k, 1.0 / k)
         results.append(CandidateEvaluation(cand, mean_dist, estimates))
     logged_values = {p: (count, total / count)
                      for p, (count, total) in sorted(logged.logged_totals.items())}
     return EvaluationReport(logged, tuple(results), logged_values, tuple(warnings))
 
 
-_SLOT_CHUNK = 1 << 16  # candidate slots whose fixed targets are computed at a time
+_SLOT_CHUNK = 1 << 16  # candidate slots whose target rows exist at a time
 
 
 def _fixed_targets(cand: str, offers: np.ndarray, pulls: np.ndarray,
@@ -865,7 +942,7 @@ def _fixed_targets(cand: str, offers: np.ndarray, pulls: np.ndarray,
     return best / best.sum(axis=1, keepdims=True)
 
 
-def _distribution(
+def _distributions(
     cand: str,
     pulls: np.ndarray,
     reward_sum: np.ndarray,
@@ -874,16 +951,19 @@ def _distribution(
     factory: KernelFactory | None,
     *,
     subsets: bool,
-) -> Callable[..., np.ndarray]:
-    """``distribution(C=None)``: a kernel candidate's arm distribution over the offered
-    arms after learning ``pulls`` / ``reward_sum`` (module docstring)."""
+) -> Callable[[np.ndarray], np.ndarray]:
+    """``distributions(offers)``: the candidate's arm distribution over each row's
+    offered arms (bool (rows, K)) after learning ``pulls`` / ``reward_sum`` (module
+    docstring), as rows of a (rows, K) array."""
+    if cand in FIXED_CANDIDATES:
+        return partial(_fixed_targets, cand, pulls=pulls, reward_sum=reward_sum)
     assert factory is not None
     seed = np.random.SeedSequence(config.seed, spawn_key=(fold, zlib.crc32(cand.encode())))
     kernel = factory(cand, pulls, reward_sum, seed)
     if cand == "thompson":
         if subsets:
-            # the server's subset mechanism: M cached joint samples, read per set by
-            # counting (no posterior draws per set)
+            # the server's subset mechanism: M cached joint samples, every set answered
+            # from them at once (no posterior draws per set)
             kernel.refresh_propensities(subsets=True, wait=True)
-        return partial(kernel.action_distribution, draws=config.draws)
-    return kernel.action_distribution
+        return partial(kernel.action_distributions, draws=config.draws)
+    return kernel.action_distributions

@@ -30,3 +30,7 @@ cdef class PolicyBase:
 
 cdef int check_unit_reward(double reward) except -1
 cdef object as_stats_array(object values, str name)
+
+# ``offers`` as a bool (S, K) array, each row marking at least one of the K = ``n_arms``
+# arms (a candidate set per row), or ValueError.
+cdef object checked_offers(object offers, Py_ssize_t n_arms)

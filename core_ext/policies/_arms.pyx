@@ -34,6 +34,18 @@ cdef int check_unit_reward(double reward) except -1:
     return 0
 
 
+cdef object checked_offers(object offers, Py_ssize_t n_arms):
+    """``offers`` as a bool (S, K) array whose every row marks at least one arm, or
+    ValueError."""
+    marks = np.asarray(offers, dtype=bool)
+    if marks.ndim != 2 or marks.shape[1] != n_arms:
+        raise ValueError(f"offers must be a (sets, {n_arms}) boolean array, got shape "
+                         f"{np.shape(offers)}")
+    if marks.shape[0] and not marks.any(axis=1).all():
+        raise ValueError("every row of offers must mark at least one arm")
+    return marks
+
+
 cdef object as_stats_array(object values, str name):
     """Return ``values`` if it is a writeable, C-contiguous, 1-D float64 numpy array."""
     if not isinstance(values, np.ndarray):
@@ -131,6 +143,17 @@ cdef class PolicyBase:
                 raise ValueError(f"candidate arm index {a} appears more than once in candidates")
             self._stamp[a] = gen
         return cand
+
+    def action_distributions(self, offers):
+        """``action_distribution`` of many candidate sets: row s of the float64 (S, K)
+        result is that of the arms row s of ``offers`` (bool (S, K)) marks (a full row:
+        every arm). One call per set here; a kernel with a cheaper batch overrides it."""
+        marks = checked_offers(offers, self.n_arms)
+        out = np.empty(marks.shape, dtype=np.float64)
+        for s in range(marks.shape[0]):
+            row = marks[s]
+            out[s] = self.action_distribution(None if row.all() else np.flatnonzero(row))
+        return out
 
     def update(self, arm, double reward):
         """Record one reward: ``pulls[arm] += 1; reward_sum[arm] += reward``; O(1).

@@ -11,7 +11,7 @@ the candidates (propensity ``1/|C|``) when it is not. The statistics are still u
 
 import numpy as np
 
-from banditd.core_ext.policies._arms cimport PolicyBase
+from banditd.core_ext.policies._arms cimport PolicyBase, checked_offers
 from banditd.core_ext.policies._rng cimport Rng, uniform_index
 
 
@@ -54,6 +54,17 @@ cdef class ControlPolicy(PolicyBase):
             out[self.default_arm] = 1.0
         else:
             out[arms] = 1.0 / arms.shape[0]
+        return out
+
+    def action_distributions(self, offers):
+        """``action_distribution`` of every set row s of ``offers`` (bool (S, K)) marks,
+        as rows of a float64 (S, K) array, by the same rule for all rows at once."""
+        marks = checked_offers(offers, self.n_arms)
+        out = marks / marks.sum(axis=1, keepdims=True)
+        if self.default_arm >= 0:
+            default = marks[:, self.default_arm]
+            out[default] = 0.0
+            out[default, self.default_arm] = 1.0
         return out
 
     cdef object _uniform(self, const Py_ssize_t* cand, Py_ssize_t m):

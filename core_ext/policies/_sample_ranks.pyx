@@ -47,6 +47,8 @@ from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
+import numpy as np
+
 from numpy.random cimport bitgen_t
 from numpy.random.c_distributions cimport random_beta
 
@@ -296,8 +298,117 @@ cdef class SampleRanks:
             _count_winners(<const int16_t*> self.ranks, self.n_rows, cand, m,
                            <int16_t*> best, who, counts)
 
+    def orders(self):
+        """The samples as arm orders, int32 (M, K): row i lists the arms of one sample
+        from the highest-ranked down, and the rows are sorted lexicographically (so
+        samples that agree on their top arms are adjacent; which sample is which does
+        not matter to any question the cache answers)."""
+        cdef Py_ssize_t k = self.n_arms, m = self.n_rows
+        if self.itemsize == 1:
+            ranks = np.asarray(<uint8_t[:k * m]> <uint8_t*> self.ranks)
+        else:
+            ranks = np.asarray(<int16_t[:k * m]> <int16_t*> self.ranks)
+        ranks = ranks.reshape(k, m).T.astype(np.int32)     # ranks[r, arm]
+        order = np.empty((m, k), dtype=np.int32)
+        order[np.arange(m)[:, None], k - 1 - ranks] = np.arange(k, dtype=np.int32)
+        return np.ascontiguousarray(order[np.lexsort(order.T[::-1])])
+
+    def set_frequencies(self, offers):
+        """N_a(C) / M for many candidate sets at once: row s of the float64 (S, K)
+        result is, for the set C_s of arms that row s of ``offers`` (bool (S, K), each
+        row naming at least one arm) marks, the share of the M samples whose
+        highest-ranked arm of C_s is a; 0 outside C_s. The same numbers as
+        ``count_winners`` per set, by another route: the samples' orders as a prefix
+        tree (``orders``), walked per set from the root, adding a node's sample count to
+        its arm when the arm is in C_s and descending into its children otherwise. A
+        node of one sample ends the tree there, and the walk reads the rest of that
+        sample's order. A set thus costs the nodes above its winners, about K when the
+        posteriors have separated (most samples share their top arms), at most M times
+        the depth of its winners, where counting costs M |C_s| comparisons."""
+        cdef Py_ssize_t k = self.n_arms, m = self.n_rows
+        marks = np.ascontiguousarray(offers, dtype=np.uint8)
+        if marks.ndim != 2 or marks.shape[1] != k:
+            raise ValueError(f"offers must be a (sets, {k}) boolean array, got shape "
+                             f"{np.shape(offers)}")
+        if marks.shape[0] and not marks.any(axis=1).all():     # a walk would run off
+            raise ValueError("every row of offers must mark at least one arm")
+        order_arr = self.orders()
+        arm_arr, count_arr, first_arr, last_arr = _prefix_tree(order_arr)
+        out_arr = np.zeros((marks.shape[0], k), dtype=np.float64)
+        cdef const int32_t[:, ::1] order = order_arr
+        cdef const int32_t[::1] arm = arm_arr, count = count_arr, first = first_arr
+        cdef const int32_t[::1] last = last_arr
+        cdef const uint8_t[:, ::1] mark = marks
+        cdef double[:, ::1] out = out_arr
+        cdef int32_t[::1] stack = np.empty(arm_arr.shape[0] + 1, dtype=np.int32)
+        cdef Py_ssize_t s, node, depth, top, j, n_sets = marks.shape[0]
+        cdef double scale = 1.0 / m
+        with nogil:
+            for s in range(n_sets):
+                stack[0] = 0                        # node 0: the root, every sample
+                top = 1
+                while top:
+                    top -= 1
+                    node = stack[top]
+                    if node and mark[s, arm[node]]:
+                        out[s, arm[node]] += count[node] * scale
+                    elif first[node] >= 0:          # children first[node]..last[node]-1
+                        for j in range(first[node], last[node]):
+                            stack[top] = <int32_t> j
+                            top += 1
+                    else:                           # one sample: read on along its order
+                        depth = last[node] + 1
+                        while not mark[s, order[-first[node] - 1, depth]]:
+                            depth += 1
+                        out[s, order[-first[node] - 1, depth]] += scale
+        return out_arr
+
     def __repr__(self):
         return f"<SampleRanks M={self.n_rows} K={self.n_arms} {self.nbytes} bytes>"
+
+
+def _prefix_tree(order):
+    """The prefix tree of the sorted orders (M, K) (``SampleRanks.orders``) as flat
+    int32 arrays ``(arm, count, first, last)`` over its nodes, numbered level by level,
+    node 0 the root (every sample, no arm). A node is a run of samples sharing a prefix
+    of their orders; its arm is the prefix's last arm and its count the run's length. A
+    node of two or more samples has the children ``first .. last - 1`` (the runs one
+    arm deeper; none below depth K - 1, where no walk descends, since some arm of a
+    non-empty set is left); a node of one sample, row r at depth d, has none:
+    ``first = -(r + 1)``, ``last = d``."""
+    m, k = order.shape
+    root = [np.zeros(1, np.int32), np.full(1, m, np.int32), np.zeros(1, np.int32),
+            np.zeros(1, np.int32)]
+    levels = [root]
+    parent_level, parent_index = root, np.zeros(1, np.int64)    # live parents
+    parent_start, parent_end = np.zeros(1, np.int64), np.full(1, m, np.int64)
+    boundary = np.zeros(m, dtype=bool)
+    boundary[0] = True
+    n_nodes = 1
+    for depth in range(k):
+        column = order[:, depth]
+        boundary[1:] |= column[1:] != column[:-1]
+        start = np.flatnonzero(boundary)
+        end = np.append(start[1:], m)
+        owner = np.searchsorted(parent_start, start, side="right") - 1
+        inside = start < parent_end[owner]          # runs below a live parent only
+        start, end, owner = start[inside], end[inside], owner[inside]
+        parents = np.arange(parent_start.size)
+        parent_level[2][parent_index] = n_nodes + np.searchsorted(owner, parents, "left")
+        parent_level[3][parent_index] = n_nodes + np.searchsorted(owner, parents, "right")
+        size = end - start
+        single = size == 1
+        first = np.zeros(start.size, np.int32)
+        first[single] = -(start[single] + 1)
+        level = [column[start].astype(np.int32), size.astype(np.int32), first,
+                 np.where(single, depth, 0).astype(np.int32)]
+        levels.append(level)
+        n_nodes += start.size
+        parent_level, parent_index = level, np.flatnonzero(~single)
+        parent_start, parent_end = start[~single], end[~single]
+        if parent_index.size == 0:
+            break
+    return tuple(np.concatenate(field) for field in zip(*levels, strict=True))
 
 
 cdef inline Py_ssize_t _itemsize(Py_ssize_t n_arms) noexcept:

@@ -124,7 +124,7 @@ import numpy as np
 from numpy.random cimport bitgen_t
 from numpy.random.c_distributions cimport random_beta
 
-from banditd.core_ext.policies._arms cimport PolicyBase
+from banditd.core_ext.policies._arms cimport PolicyBase, checked_offers
 from banditd.core_ext.policies._rng cimport Rng, uniform_index
 from banditd.core_ext.policies._sample_ranks cimport SampleRanks, fits, reserve
 
@@ -474,6 +474,27 @@ cdef class ThompsonPolicy(PolicyBase):
         if self.propensity_version < 0:
             self.refresh_propensities()
         return np.array(self._prop, copy=True)
+
+    def action_distributions(self, offers, Py_ssize_t draws=0):
+        """``action_distribution`` of many candidate sets at once: row s of the float64
+        (S, K) result is that of the arms row s of ``offers`` (bool (S, K)) marks. With
+        a subset cache the proper subsets are answered together from it
+        (``SampleRanks.set_frequencies``: the same N_a(C) / M, far cheaper per set than
+        one call each), without one each draws ``draws`` fresh samples, as
+        ``action_distribution`` does."""
+        marks = checked_offers(offers, self.n_arms)
+        out = np.zeros(marks.shape, dtype=np.float64)
+        full = marks.all(axis=1)
+        if full.any():
+            out[full] = self.action_distribution(None)
+        subset = np.flatnonzero(~full)
+        cdef SampleRanks ranks = self._ranks
+        if subset.size and ranks is not None:
+            out[subset] = ranks.set_frequencies(marks[subset])
+        elif subset.size:
+            for s in subset.tolist():
+                out[s] = self.action_distribution(np.flatnonzero(marks[s]), draws)
+        return out
 
     def win_probabilities(self, candidates=None, Py_ssize_t draws=0):
         """Monte Carlo estimate ``W_a / draws`` of P(arm a wins) for each candidate (in
