@@ -29,8 +29,8 @@ the *fixed policy it would be after learning from the log*, asked to choose from
   ``core_ext`` kernel, with the experiment's parameters for that policy, is given
   the per-arm statistics (pulls, reward sums) of the logged events, and ``pi_i`` is
   the kernel's own ``action_distribution(C_i)``: the probability that its next
-  ``select(C_i)`` picks each arm (once per distinct set and fold: sets repeat per
-  user, so this is cheap). Nothing is selected or learned while reading it.
+  ``select(C_i)`` picks each arm (once per distinct set and fold, many sets per call:
+  ``action_distributions``). Nothing is selected or learned while reading it.
 
   * ``ucb`` / ``egreedy`` / ``control``: exact, from the kernel's own rule. Their
     subset rule is not a renormalisation of the full-set one (UCB's bonus uses
@@ -44,9 +44,10 @@ the *fixed policy it would be after learning from the log*, asked to choose from
     fold: the kernel's cached full-set estimate, and for a subset ``N_a(C_i) / M``
     counted in the kernel's subset cache, i.e. the exact distribution of the
     mechanism the server's ``select(C)`` uses (``core_ext/policies/_thompson.pyx``).
-    So a distinct set costs ``M (|C_i| + 1)`` one-byte comparisons and no posterior
-    draw, whatever the number of events and sets (the server's memory budget for
-    such caches refusing one, ``EvaluateConfig.draws`` fresh samples per set are the
+    Every set of a fold is answered at once from the prefix tree of the M samples'
+    orders (``SampleRanks.set_frequencies``): no posterior draw, and about K steps
+    per set once the posteriors have separated (the server's memory budget for such
+    caches refusing one, ``EvaluateConfig.draws`` fresh samples per set are the
     fallback). Renormalising the full-set probabilities over ``C_i`` would be wrong
     (an arm rarely the global winner can be the likely winner within ``C_i``), so it
     is not done;
@@ -69,8 +70,10 @@ DR) with delta-method intervals, the effective sample size and warnings.
 Bounded memory and time. A target distribution depends on the event only through
 its fold and candidate set, so events are pooled into cells (fold, set, arm) with
 the nine power sums the estimators need (``CellMoments``): per candidate the cost is
-one distribution per distinct (fold, set) and O(cells) arithmetic, never an (n, K)
-matrix. The pooling happens as the log is read, a UTC day at a time (``COPY`` CSV
+one distribution per distinct (fold, set), computed a block of sets at a time by the
+kernel's ``action_distributions`` and folded into what the estimators read of it
+(``TargetAccumulator``), and O(cells) arithmetic: never an (n, K) matrix, nor one of
+every set. The pooling happens as the log is read, a UTC day at a time (``COPY`` CSV
 from the database, record batches from an export), with the candidate lists
 interned: what is kept is the cells, the per-fold per-arm statistics the candidates
 learn from, per-policy totals and the counts behind the warnings
