@@ -29,6 +29,11 @@ K <= 256). ``wins_of`` (how many samples a given candidate tops) is |C| passes o
 running maximum then one comparison pass: M |C| lane operations, about a microsecond
 at M = 4096, |C| = 10 (benchmarks/RESULTS.md).
 
+Many sets at once (an offline evaluation asks about every distinct candidate set of a
+log): ``set_frequencies`` walks the prefix tree of the samples' arm orders instead,
+whose nodes above a set's winners are few once the posteriors separate (its
+docstring); the answers are the same counts.
+
 Memory: itemsize x M x K bytes per cache (M = 4096: 4 KiB per arm up to K = 256, so
 80 KiB at K = 20; 8 KiB per arm beyond, 8 MiB at K = 1,000). Every live
 ``SampleRanks`` counts against one process-wide budget (``set_budget``; default 256

@@ -107,6 +107,10 @@ cached p̂ (what ``select`` reads, floor aside: its propensity is
 ``win_probabilities(C, draws)``. It is never the full-set estimate renormalised over
 C: an arm that rarely wins among all K can be the likely winner within C.
 
+``action_distributions(offers)`` answers a whole array of candidate sets with the
+same numbers, the subsets of them from the cache in one pass
+(``SampleRanks.set_frequencies``).
+
 References: Thompson (1933), Biometrika 25; Chapelle & Li (2011), "An Empirical
 Evaluation of Thompson Sampling", NIPS; Horvitz & Thompson (1952), JASA 47; Li, Chu,
 Langford & Wang (2011), "Unbiased Offline Evaluation of Contextual-bandit-based News
