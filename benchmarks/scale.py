@@ -292,10 +292,11 @@ async def _postmaster_pid(url: str) -> int:
     conn = await connect(url)
     try:
         backend = await conn.fetchval("SELECT pg_backend_pid()")
+        # read while the connection holds the backend: it exits once it is closed
+        with open(f"/proc/{backend}/stat") as fh:
+            return int(fh.read().rsplit(")", 1)[1].split()[1])
     finally:
         await conn.close()
-    with open(f"/proc/{backend}/stat") as fh:
-        return int(fh.read().rsplit(")", 1)[1].split()[1])
 
 
 async def _primary_cost(url: str, postmaster: int, phase) -> dict[str, Any]:
