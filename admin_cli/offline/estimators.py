@@ -125,7 +125,9 @@ class Estimate:
 class CellMoments:
     """Events pooled by (group, arm): ``sums[c, j, k] = sum_{i in c} r_i^j p_i^-k``.
 
-    Shapes: ``group``, ``arm`` (c,) int64, distinct pairs; ``sums`` (c, 3, 3).
+    Shapes: ``group``, ``arm`` (c,) int64; ``sums`` (c, 3, 3). A pair is one cell
+    after ``from_events`` and ``pooled``; ``drain`` may leave it in several, which every
+    estimate here reads as their sum.
     """
 
     group: np.ndarray
