@@ -184,13 +184,11 @@ class CellMoments:
         arm = np.empty(total, np.int64)
         sums = np.empty((total, POWERS, POWERS))
         at = 0
-        parts.reverse()
         while parts:
-            part = parts.pop()
+            part = parts.pop(0)
             end = at + part.group.shape[0]
             group[at:end], arm[at:end], sums[at:end] = part.group, part.arm, part.sums
             at = end
-            del part
         return cls(group, arm, sums, n_groups, n_arms)
 
     @property

@@ -57,6 +57,7 @@ import numpy as np
 from numpy.random cimport bitgen_t
 from numpy.random.c_distributions cimport random_beta
 
+from banditd.core_ext.policies._arms cimport checked_offers
 from banditd.core_ext.policies._rng cimport Rng, uniform_index
 
 
@@ -331,12 +332,8 @@ cdef class SampleRanks:
         posteriors have separated (most samples share their top arms), at most M times
         the depth of its winners, where counting costs M |C_s| comparisons."""
         cdef Py_ssize_t k = self.n_arms, m = self.n_rows
-        marks = np.ascontiguousarray(offers, dtype=np.uint8)
-        if marks.ndim != 2 or marks.shape[1] != k:
-            raise ValueError(f"offers must be a (sets, {k}) boolean array, got shape "
-                             f"{np.shape(offers)}")
-        if marks.shape[0] and not marks.any(axis=1).all():     # a walk would run off
-            raise ValueError("every row of offers must mark at least one arm")
+        # an empty row would send a walk past the end of a sample's order
+        marks = np.ascontiguousarray(checked_offers(offers, k)).view(np.uint8)
         order_arr = self.orders()
         arm_arr, count_arr, first_arr, last_arr = _prefix_tree(order_arr)
         out_arr = np.zeros((marks.shape[0], k), dtype=np.float64)
