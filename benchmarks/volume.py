@@ -41,9 +41,10 @@ database that is dropped afterwards.
    log: its decisions and rewards measured (the old shape: text primary key plus
    ``(experiment_key, decided_at)``, unpartitioned); migration 0008 applied and timed
    (seconds per million decision rows, rewards included in the work); the partitioned
-   tables measured; then a variant of the new decisions table keyed by the id's
-   26-byte payload as ``bytea`` (``LIKE decisions``, the id column's type changed,
-   filled in time order). Sizes are ``pg_total_relation_size`` (heap, TOAST and
+   tables measured; the later migrations applied, each timed (0009 rolls the whole log
+   up), and the tables measured again; then a variant of the new decisions table keyed
+   by the id's 26-byte payload as ``bytea`` (``LIKE decisions``, the id column's type
+   changed, filled in time order). Sizes are ``pg_total_relation_size`` (heap, TOAST and
    indexes) summed over partitions, after ``VACUUM``.
 
 Two cores are shared by PostgreSQL, the generator, the commands and whatever else runs
@@ -511,6 +512,8 @@ async def apply_migrations(conn, versions: range) -> dict[str, float]:
 
 
 async def storage_phase(settings: Settings) -> dict[str, Any]:
+    from banditd.server.migrate import SCHEMA_VERSION
+
     rows = settings.storage_rows
     async with Database() as db:
         conn = db.conn
@@ -528,11 +531,17 @@ async def storage_phase(settings: Settings) -> dict[str, Any]:
             if after[table]["rows"] != before[table]["rows"]:
                 raise RuntimeError(f"migration 0008 changed the rows of {table}: "
                                    f"{before[table]['rows']} -> {after[table]['rows']}")
+        later = await apply_migrations(conn, range(9, SCHEMA_VERSION + 1))
+        await conn.execute("VACUUM (ANALYZE)")
+        current = await log_bytes(conn)
+        _log(f"storage: {', '.join(f'{m} took {s:.1f} s' for m, s in later.items())}: "
+             f"{current}")
         bytea = await bytea_variant(conn)
     decisions = before["decisions"]["rows"]
     shapes = {
         "old_text_key_unpartitioned": before["decisions"],
         "new_partitioned_0008": after["decisions"],
+        "new_partitioned_current": current["decisions"],
         "bytea_payload_key": bytea,
     }
     return {
@@ -542,11 +551,16 @@ async def storage_phase(settings: Settings) -> dict[str, Any]:
         "reward_bytes_per_row": {"old_text_key_unpartitioned": _per_row(before["rewards"],
                                                                         before["rewards"]["rows"]),
                                  "new_partitioned_0008": _per_row(after["rewards"],
-                                                                  after["rewards"]["rows"])},
+                                                                  after["rewards"]["rows"]),
+                                 "new_partitioned_current": _per_row(
+                                     current["rewards"], current["rewards"]["rows"])},
         "migration_0008": {"seconds": round(seconds, 2), "decision_rows": decisions,
                            "reward_rows": before["rewards"]["rows"],
                            "seconds_per_million_decisions": round(seconds / decisions * 1e6, 2)},
-        "tables": {"before": before, "after": after, "bytea": bytea},
+        "later_migrations": {name: {"seconds": round(s, 2),
+                                    "seconds_per_million_decisions": round(s / decisions * 1e6, 2)}
+                             for name, s in later.items()},
+        "tables": {"before": before, "after": after, "current": current, "bytea": bytea},
     }
 
 
@@ -558,8 +572,7 @@ async def bytea_variant(conn) -> dict[str, Any]:
             PARTITION BY RANGE (decided_at);
         ALTER TABLE {BYTEA_TABLE} ALTER COLUMN decision_id TYPE bytea USING NULL;
         ALTER TABLE {BYTEA_TABLE} ADD PRIMARY KEY (experiment_key, decided_at, decision_id);
-        CREATE INDEX ON {BYTEA_TABLE} USING brin (written_xid)
-            WITH (pages_per_range = 32, autosummarize = on)""")
+        CREATE INDEX ON {BYTEA_TABLE} (written_xid)""")
     await create_day_partitions(conn, BYTEA_TABLE,
                                 "(SELECT min(decided_at AT TIME ZONE 'UTC')::date FROM decisions)",
                                 "(SELECT max(decided_at AT TIME ZONE 'UTC')::date FROM decisions)")

@@ -58,8 +58,25 @@ async def test_the_rollup_reads_new_rows_through_the_xid_index(log_conn):
         text = await plan(
             log_conn, f"SELECT * FROM {table} WHERE written_xid >= $1 AND written_xid < $2",
             1000, 2000)
-        assert "Bitmap Index Scan" in text and "written_xid" in text
-        assert "Seq Scan" not in text
+        assert "written_xid_idx" in text and "Seq Scan" not in text
+
+
+async def test_the_xid_index_of_every_partition_is_a_btree(log_conn):
+    """A BRIN index would answer an empty xid range by reading every range summary and
+    rechecking the unsummarized pages: a cost that grows with the log."""
+    methods = await log_conn.fetch(
+        """SELECT c.relname AS partition, am.amname FROM pg_inherits i
+           JOIN pg_class c ON c.oid = i.inhrelid
+           JOIN pg_index x ON x.indrelid = c.oid
+           JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = ANY (x.indkey)
+           JOIN pg_class ic ON ic.oid = x.indexrelid JOIN pg_am am ON am.oid = ic.relam
+           WHERE i.inhparent IN ('decisions'::regclass, 'rewards'::regclass)
+             AND a.attname = 'written_xid'""")
+    partitions = await log_conn.fetchval(
+        """SELECT count(*) FROM pg_inherits
+           WHERE inhparent IN ('decisions'::regclass, 'rewards'::regclass)""")
+    assert len(methods) == partitions > 0
+    assert {m["amname"] for m in methods} == {"btree"}
 
 
 async def test_the_guardrail_window_is_a_range_of_the_minute_rollups(log_conn):
