@@ -146,6 +146,13 @@ def stop_embedded(data_dir: Path) -> None:
     shutil.rmtree(data_dir, ignore_errors=True)
 
 
+def rotated(items: list, by: int) -> list:
+    """``items`` rotated left by ``by`` places: round ``by`` of a paired study runs its
+    variants in this order, so that none of them always runs first."""
+    k = by % len(items)
+    return items[k:] + items[:k]
+
+
 def free_port() -> int:
     import socket
 

@@ -74,6 +74,7 @@ from benchmarks.load_harness import (
     measured,
     pooled,
     process_memory,
+    rotated,
     start_banditd,
     thompson_users,
 )
@@ -444,7 +445,7 @@ async def subset_select(pair: ServerPair, settings: Settings) -> dict[str, Any]:
             await closed_loop(pair.banditd_target, "Select", variants[name],
                               concurrency=8, duration=0.5, warmup=0.2)
         for r in range(repeats):
-            for name in names[r % len(names):] + names[:r % len(names)]:
+            for name in rotated(names, r):
                 runs[name].append(await measured(pair.banditd, closed_loop(
                     pair.banditd_target, "Select", variants[name],
                     concurrency=SUBSET_CONCURRENCY, duration=settings.subset,

@@ -33,9 +33,12 @@ database that is dropped afterwards.
    COPY of the same rows into a table of the same shape (``LIKE decisions INCLUDING
    ALL``, same partitions): two registries with the same seed and signer make the same
    decisions byte for byte (latency 0 in both), checked afterwards on the two tables.
-   Per round one batch goes each way, the order alternating; batches of 400 rows (a
-   100 ms flush at the load study's 4,000 decisions/s) and 5,000 (the writer's batch
-   size). Rows/s are medians over rounds; the ratio is the median of the paired ratios.
+   The same COPY also goes into a third twin whose ``written_xid`` index is the BRIN
+   index of migrations 0008-0009 rather than the B-tree of 0010: what the B-tree costs
+   the write path. Per round one batch goes each way, the order rotating; batches of
+   400 rows (a 100 ms flush at the load study's 4,000 decisions/s) and 5,000 (the
+   writer's batch size). Rows/s and WAL bytes per row (``pg_current_wal_insert_lsn``
+   around each flush) are medians over rounds; ratios are medians of paired ratios.
 3. **Bytes per row and the migration** (``storage``). A database at schema 0007 (the
    migrations applied one by one, unrecorded: it is never served) holding a generated
    log: its decisions and rewards measured (the old shape: text primary key plus
@@ -74,6 +77,7 @@ from benchmarks.load_harness import (
     BENCH_DB_PREFIX,
     cpu_probe,
     machine,
+    rotated,
     settle,
     steal_seconds,
 )
@@ -212,9 +216,7 @@ async def timing_section(settings: Settings) -> list[dict[str, Any]]:
         runs: list[dict[str, list[tuple[float, float]]]] = [
             {name: [] for name in commands[0]} for _ in dbs]
         for r in range(settings.repeats):
-            order = list(range(len(dbs)))
-            order = order[r % len(order):] + order[:r % len(order)]
-            for i in order:
+            for i in rotated(list(range(len(dbs))), r):
                 for name, command in commands[i].items():
                     runs[i][name].append(await _timed(command))
         stopped = False
@@ -351,6 +353,8 @@ async def relation_bytes(conn, table: str) -> dict[str, int]:
 
 
 BARE_TABLE = "decisions_bare"
+BRIN_TABLE = "decisions_bare_brin"
+_WAL_SINCE = "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), $1)::float8"
 
 
 async def writer_phase(settings: Settings) -> dict[str, Any]:
@@ -363,13 +367,15 @@ async def writer_phase(settings: Settings) -> dict[str, Any]:
         await migrate(conn)
         experiment = await create_volume_experiment(conn, now_ms())
         await create_twin(conn, BARE_TABLE)
+        await create_twin(conn, BRIN_TABLE, xid_index="brin")
         pool = await create_pool(db.url, min_size=2, max_size=2)
         try:
             log = DecisionLog(pool, "volume-writer")
             writer, bare, bare_rows = await twin_runtimes(conn, experiment, log.rows)
             rng = np.random.default_rng(5)
-            flushes = {"writer": lambda: _flush(log),
-                       "bare": lambda: bare_copy(pool, bare_rows.take())}
+            flushes = {"writer": lambda taken: _flush(log),
+                       "bare": lambda taken: bare_copy(pool, taken, BARE_TABLE),
+                       "bare_brin": lambda taken: bare_copy(pool, taken, BRIN_TABLE)}
             out: dict[str, Any] = {}
             for batch in WRITER_BATCHES:
                 rounds = []
@@ -379,36 +385,63 @@ async def writer_phase(settings: Settings) -> dict[str, Any]:
                     for runtime in (writer, bare):
                         for user, candidates in requests:
                             runtime.decider.decide(user, now, candidates)
+                    taken = bare_rows.take()
                     timed = {}
-                    for name in (("writer", "bare") if r % 2 == 0 else ("bare", "writer")):
+                    for name in rotated(list(flushes), r):
                         await settle(1.0)
+                        wal = await conn.fetchval("SELECT pg_current_wal_insert_lsn()")
                         started = time.perf_counter()
-                        await flushes[name]()
-                        timed[name] = time.perf_counter() - started
+                        await flushes[name](taken)
+                        timed[name] = (time.perf_counter() - started,
+                                       await conn.fetchval(_WAL_SINCE, wal))
                     rounds.append(timed)
-                writer_rate = [batch / t["writer"] for t in rounds]
-                bare_rate = [batch / t["bare"] for t in rounds]
-                out[f"batch_{batch}"] = {
-                    "rounds": len(rounds),
-                    "writer_rows_per_s": round(statistics.median(writer_rate), 1),
-                    "bare_copy_rows_per_s": round(statistics.median(bare_rate), 1),
-                    "writer_vs_bare": round(statistics.median(
-                        w / b for w, b in zip(writer_rate, bare_rate, strict=True)), 3),
-                }
+                out[f"batch_{batch}"] = _writer_rounds(batch, rounds)
                 _log(f"writer, batches of {batch}: {out[f'batch_{batch}']}")
-            out["same_rows"] = await same_rows(conn, "decisions", BARE_TABLE)
+            out["same_rows"] = (await same_rows(conn, "decisions", BARE_TABLE)
+                                and await same_rows(conn, BARE_TABLE, BRIN_TABLE))
         finally:
             await pool.close()
     return out
 
 
-async def create_twin(conn, name: str) -> None:
-    """An empty table shaped as ``decisions`` (columns, defaults, keys, indexes), with
-    partitions from yesterday to tomorrow when ``decisions`` is partitioned."""
+def _writer_rounds(batch: int, rounds: list[dict[str, tuple[float, float]]]) -> dict[str, Any]:
+    """Rows/s and WAL bytes per row of each flush (medians over rounds), and the
+    medians of the paired ratios: the writer against the bare COPY into the same
+    shape, and that COPY against the same rows with a BRIN xid index."""
+    rates = {name: [batch / r[name][0] for r in rounds] for name in rounds[0]}
+
+    def paired(a: str, b: str) -> float:
+        return round(statistics.median(x / y for x, y in zip(rates[a], rates[b], strict=True)),
+                     3)
+
+    return {
+        "rounds": len(rounds),
+        **{f"{name}_rows_per_s": round(statistics.median(rate), 1)
+           for name, rate in rates.items()},
+        **{f"{name}_wal_bytes_per_row": round(statistics.median(r[name][1] for r in rounds)
+                                              / batch, 1)
+           for name in rates},
+        "writer_vs_bare": paired("writer", "bare"),
+        "btree_xid_vs_brin": paired("bare", "bare_brin"),
+    }
+
+
+async def create_twin(conn, name: str, *, xid_index: str = "btree") -> None:
+    """An empty table shaped as ``decisions`` (columns, defaults, keys, indexes; with
+    ``xid_index="brin"`` its ``written_xid`` index is the BRIN index of migrations
+    0008-0009 instead), with partitions from yesterday to tomorrow when ``decisions``
+    is partitioned."""
     partitioned = await conn.fetchval(
         "SELECT relkind = 'p' FROM pg_class WHERE oid = 'decisions'::regclass")
-    await conn.execute(f"CREATE TABLE {name} (LIKE decisions INCLUDING ALL)"
-                       + (" PARTITION BY RANGE (decided_at)" if partitioned else ""))
+    partition_by = " PARTITION BY RANGE (decided_at)" if partitioned else ""
+    if xid_index == "brin":
+        await conn.execute(f"""
+            CREATE TABLE {name} (LIKE decisions INCLUDING ALL EXCLUDING INDEXES){partition_by};
+            ALTER TABLE {name} ADD PRIMARY KEY (experiment_key, decided_at, decision_id);
+            CREATE INDEX ON {name} USING brin (written_xid)
+                WITH (pages_per_range = 32, autosummarize = on)""")
+    else:
+        await conn.execute(f"CREATE TABLE {name} (LIKE decisions INCLUDING ALL){partition_by}")
     if partitioned:
         await create_day_partitions(conn, name, "current_date - 1", "current_date + 1")
 
@@ -464,14 +497,14 @@ async def _flush(log) -> None:
         raise RuntimeError("the decision log's flush failed (see the workers log)")
 
 
-async def bare_copy(pool, taken: tuple[bytes, np.ndarray]) -> None:
-    """One binary COPY of ``taken`` (``DecisionRows.take()``) into the twin table: the
+async def bare_copy(pool, taken: tuple[bytes, np.ndarray], table: str) -> None:
+    """One binary COPY of ``taken`` (``DecisionRows.take()``) into a twin table: the
     writer's own stream (header, rows, trailer), without its transaction or counters."""
     from banditd.core_ext.codecs import DECISION_COLUMNS
     from banditd.server.decision_log import _copy_stream
 
     async with pool.acquire() as conn:
-        await conn.copy_to_table(BARE_TABLE, source=_copy_stream([taken]),
+        await conn.copy_to_table(table, source=_copy_stream([taken]),
                                  columns=DECISION_COLUMNS, format="binary")
 
 
