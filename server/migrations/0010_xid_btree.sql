@@ -10,10 +10,16 @@
 -- B-tree deduplication stores such a run as one key with a list of 6-byte row
 -- pointers. New rows take the rightmost leaf of their partition, as xids only grow.
 --
--- Building takes a SHARE lock on each partition (writers wait, readers do not) for
--- about a second per million decisions with their rewards, on two cores.
+-- The new indexes are built before the old ones go. The build holds a SHARE lock on
+-- each partition (writers wait, readers do not) for about a second per million
+-- decisions with their rewards, on two cores; the DROP's ACCESS EXCLUSIVE lock, which
+-- readers wait for too, is then held only until the migration commits. The partitions'
+-- own indexes keep the names the build gives them (written_xid_idx1 on partitions
+-- that had the BRIN one); the partitions created later get written_xid_idx.
 
+CREATE INDEX decisions_by_xid_btree ON decisions (written_xid);
+CREATE INDEX rewards_by_xid_btree ON rewards (written_xid);
 DROP INDEX decisions_by_xid;
-CREATE INDEX decisions_by_xid ON decisions (written_xid);
 DROP INDEX rewards_by_xid;
-CREATE INDEX rewards_by_xid ON rewards (written_xid);
+ALTER INDEX decisions_by_xid_btree RENAME TO decisions_by_xid;
+ALTER INDEX rewards_by_xid_btree RENAME TO rewards_by_xid;
