@@ -13,8 +13,8 @@ database that is dropped afterwards.
    rows per second reported) and the database is vacuumed and analysed, as autovacuum
    would have done. Once every size is there, each log is brought up to now (the
    guardrails' window is the last 5 minutes), and the commands run in 21 rounds
-   (``--short``: 9), each running every command once at every size with the order of the sizes
-   rotating, median reported (the flatness ratio: the median over rounds of the
+   (``--short``: 9), each running every command once at every size with the order of
+   the sizes rotating, median reported (the flatness ratio: the median over rounds of the
    largest size's time over the smallest's in the same round):
    ``experiment summary`` (``banditd.admin_cli.summary.experiment_summary``), ``decide``
    (``verdict_engine.run_verdict``, not recorded), ``guardrails check`` (what the
@@ -35,7 +35,7 @@ database that is dropped afterwards.
    decisions byte for byte (latency 0 in both), checked afterwards on the two tables.
    The same COPY also goes into a third twin whose ``written_xid`` index is the BRIN
    index of migrations 0008-0009 rather than the B-tree of 0010: what the B-tree costs
-   the write path. Per round one batch goes each way, the order rotating; batches of
+   the write path. Per round one batch goes into each, the order rotating; batches of
    400 rows (a 100 ms flush at the load study's 4,000 decisions/s) and 5,000 (the
    writer's batch size). Rows/s and WAL bytes per row (``pg_current_wal_insert_lsn``
    around each flush) are medians over rounds; ratios are medians of paired ratios.
@@ -412,8 +412,8 @@ def _writer_rounds(batch: int, rounds: list[dict[str, tuple[float, float]]]) -> 
     rates = {name: [batch / r[name][0] for r in rounds] for name in rounds[0]}
 
     def paired(a: str, b: str) -> float:
-        return round(statistics.median(x / y for x, y in zip(rates[a], rates[b], strict=True)),
-                     3)
+        ratios = (x / y for x, y in zip(rates[a], rates[b], strict=True))
+        return round(statistics.median(ratios), 3)
 
     return {
         "rounds": len(rounds),

@@ -65,7 +65,7 @@ async def test_the_xid_index_of_every_partition_is_a_btree(log_conn):
     """A BRIN index would answer an empty xid range by reading every range summary and
     rechecking the unsummarized pages: a cost that grows with the log."""
     methods = await log_conn.fetch(
-        """SELECT c.relname AS partition, am.amname FROM pg_inherits i
+        """SELECT am.amname FROM pg_inherits i
            JOIN pg_class c ON c.oid = i.inhrelid
            JOIN pg_index x ON x.indrelid = c.oid
            JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = ANY (x.indkey)
